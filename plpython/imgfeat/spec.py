@@ -1,0 +1,117 @@
+"""Preprocessing specifications: how an image becomes a model's NCHW float32 input.
+
+A spec is stored as ``jsonb`` in ``imgfeat.models.preprocessing``. Every pixel value ``p``
+(0..255 after decoding to 8-bit RGB) becomes ``(p / scale - mean[c]) / std[c]`` in the
+channel order ``channel_order``; the tensor layout is always NCHW, dtype float32.
+
+Constants and where they come from:
+
+* ``IMAGENET_MEAN`` / ``IMAGENET_STD``: torchvision's ImageNet normalisation
+  (https://pytorch.org/vision/stable/models.html, "transforms.Normalize(mean=[0.485, 0.456,
+  0.406], std=[0.229, 0.224, 0.225])"), applied to pixels scaled to [0, 1] (``scale=255``).
+* ``CAFFE_BGR_MEAN``: the BVLC Caffe ImageNet mean per channel in BGR order, in 0..255 units
+  (``scale=1``, ``std=1``), as used by the ONNX Model Zoo's ``bvlcalexnet``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import InvalidParameterError
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+CAFFE_BGR_MEAN: tuple[float, float, float] = (104.0, 117.0, 123.0)
+
+RESIZE_MODES = ("isocrop", "isopad", "aniso")
+"""Resize modes, after MicrosoftML's ``resizeImage``:
+
+* ``isocrop``: scale so the shorter side is ``resize_size``, then center-crop to the input
+  size (torchvision's ``Resize(resize_size)`` + ``CenterCrop(crop)``);
+* ``isopad``: scale so the whole image fits inside the input size, keeping the aspect
+  ratio, and pad the rest with ``pad_color``;
+* ``aniso``: stretch to the input size, ignoring the aspect ratio.
+"""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How to turn a decoded RGB image into the model input.
+
+    Attributes:
+        width, height: model input size in pixels (e.g. 224x224 for the ResNets).
+        resize: one of :data:`RESIZE_MODES`; default ``isocrop``.
+        resize_size: for ``isocrop``, the shorter side's length before cropping, in pixels
+            (256 for torchvision's eval transform). ``None`` means crop from an image whose
+            shorter side equals the crop size (no margin).
+        interpolation: Pillow resampling filter name, ``bilinear`` (torchvision's default) or
+            ``bicubic``, ``nearest``, ``lanczos``.
+        channel_order: ``RGB`` or ``BGR``.
+        scale: pixels are divided by this first (255 maps 0..255 to 0..1).
+        mean, std: per channel, in ``channel_order``, applied after ``scale``.
+        pad_color: RGB fill for ``isopad``, 0..255.
+        background: RGB colour that transparent pixels are composited onto, 0..255.
+    """
+
+    width: int = 224
+    height: int = 224
+    resize: str = "isocrop"
+    resize_size: int | None = 256
+    interpolation: str = "bilinear"
+    channel_order: str = "RGB"
+    scale: float = 255.0
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    pad_color: tuple[int, int, int] = (0, 0, 0)
+    background: tuple[int, int, int] = (255, 255, 255)
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise InvalidParameterError(
+                f"unknown resize mode {self.resize!r}", hint=f"use one of {', '.join(RESIZE_MODES)}"
+            )
+        if self.channel_order not in ("RGB", "BGR"):
+            raise InvalidParameterError(f"channel_order must be RGB or BGR, not {self.channel_order!r}")
+        if self.width < 1 or self.height < 1:
+            raise InvalidParameterError(f"input size must be positive, not {self.width}x{self.height}")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
+            raise InvalidParameterError("mean and std need three values each, std non-zero")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> "Preprocessing":
+        """Build from the ``jsonb`` form; unknown keys raise :class:`InvalidParameterError`."""
+        data = dict(data or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise InvalidParameterError(
+                f"unknown preprocessing keys: {', '.join(sorted(unknown))}",
+                hint=f"known keys: {', '.join(sorted(known))}",
+            )
+        for key in ("mean", "std", "pad_color", "background"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``jsonb`` form (lists instead of tuples)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def replace(self, **changes: Any) -> "Preprocessing":
+        """A copy with some fields changed (e.g. a per-call ``resize`` mode)."""
+        return Preprocessing.from_json({**self.to_json(), **changes})
+
+
+def torchvision_imagenet(size: int = 224, resize_size: int = 256) -> Preprocessing:
+    """torchvision's documented ImageNet eval transform: Resize(256), CenterCrop(224),
+    ToTensor, Normalize(IMAGENET_MEAN, IMAGENET_STD)."""
+    return Preprocessing(width=size, height=size, resize="isocrop", resize_size=resize_size)
+
+
+def caffe_bgr(size: int = 227, resize_size: int = 256) -> Preprocessing:
+    """BVLC Caffe style: BGR, 0..255 pixels minus :data:`CAFFE_BGR_MEAN`, no std scaling."""
+    return Preprocessing(
+        width=size, height=size, resize="isocrop", resize_size=resize_size,
+        channel_order="BGR", scale=1.0, mean=CAFFE_BGR_MEAN, std=(1.0, 1.0, 1.0),
+    )
