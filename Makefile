@@ -1,0 +1,66 @@
+# imgfeat: a PGXS extension (SQL + PL/Python) plus its server-side Python library.
+#   make install        as root on the database host: extension files + library + pinned deps
+#   make installcheck   pg_regress tests against a running server (PGHOST/PGPORT/PGUSER)
+#   make test           everything: sets up what it needs, then runs the pytest suite
+#   make demo           the main job (CMU faces: featurize, train, evaluate)
+#   make bench          benchmarks that print figures
+
+EXTENSION = imgfeat
+EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+
+IMGFEAT_LIB_DIR ?= /usr/local/lib/imgfeat
+PLPYTHON ?= /usr/bin/python3
+PYTHON ?= python3
+
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
+REGRESS = $(patsubst tests/sql/%.sql,%,$(sort $(wildcard tests/sql/*.sql)))
+REGRESS_OPTS = --inputdir=tests --outputdir=build/regress
+EXTRA_CLEAN = build
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+SQL_SOURCES = $(sort $(wildcard sql/src/*.sql))
+
+$(DATA_built): $(SQL_SOURCES) $(EXTENSION).control Makefile
+	sed 's|@IMGFEAT_LIB_DIR@|$(IMGFEAT_LIB_DIR)|g' $(SQL_SOURCES) > $@
+
+LIBDEST = $(DESTDIR)$(IMGFEAT_LIB_DIR)/$(EXTVERSION)
+LOCK = plpython/requirements.lock
+
+install: install-lib
+
+# The library and its pinned dependencies, for the Python that PL/Python embeds, in a
+# directory of this version's own. pip runs again only when the lock file changes.
+install-lib:
+	@mkdir -p $(LIBDEST)
+	@if ! cmp -s $(LOCK) $(LIBDEST)/.requirements.lock; then \
+		echo "installing server-side packages for $(PLPYTHON) into $(LIBDEST)"; \
+		$(PLPYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+			--upgrade --target $(LIBDEST) -r $(LOCK) && cp $(LOCK) $(LIBDEST)/.requirements.lock; \
+	fi
+	rm -rf $(LIBDEST)/imgfeat
+	cp -R plpython/imgfeat $(LIBDEST)/imgfeat
+	find $(LIBDEST)/imgfeat -name __pycache__ -prune -exec rm -rf {} +
+	$(PLPYTHON) -m compileall -q $(LIBDEST)/imgfeat
+	chmod -R a+rX $(DESTDIR)$(IMGFEAT_LIB_DIR)
+
+uninstall: uninstall-lib
+uninstall-lib:
+	rm -rf $(LIBDEST)
+
+.PHONY: install-lib uninstall-lib test demo bench dev
+
+dev:
+	bash scripts/setup-dev.sh
+
+test: dev
+	bash scripts/run-tests.sh
+
+demo:
+	bash scripts/demo.sh
+
+bench: dev
+	.venv/bin/python -m bench

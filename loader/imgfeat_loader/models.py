@@ -1,0 +1,67 @@
+"""Client-side model registration: ``imgfeat models add|list|remove``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+
+def add_synthetic(conn: psycopg.Connection[Any], name: str, arch: str, *, seed: int = 0, replace: bool = False) -> dict[str, Any]:
+    """Register ``arch`` with seeded synthetic weights, built by the server (``imgfeat.register_synthetic_model``)."""
+    row = conn.execute(
+        "SELECT name, architecture, feature_dim, sha256 FROM imgfeat.register_synthetic_model(%s, %s, %s, %s)",
+        (arch, name, seed, replace),
+    ).fetchone()
+    assert row is not None
+    return dict(zip(("name", "architecture", "feature_dim", "sha256"), row))
+
+
+def add_onnx(
+    conn: psycopg.Connection[Any],
+    name: str,
+    onnx_bytes: bytes,
+    *,
+    architecture: str | None = None,
+    weights_origin: str = "custom",
+    output: str | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    feature_dim: int | None = None,
+    replace: bool = False,
+) -> dict[str, Any]:
+    """Register ONNX bytes with ``imgfeat.register_model`` (cut at the feature layer by the server)."""
+    row = conn.execute(
+        "SELECT name, architecture, feature_dim, sha256 FROM imgfeat.register_model("
+        "%s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
+        (name, onnx_bytes, architecture, weights_origin,
+         json.dumps(preprocessing) if preprocessing is not None else None, output, feature_dim, replace),
+    ).fetchone()
+    assert row is not None
+    return dict(zip(("name", "architecture", "feature_dim", "sha256"), row))
+
+
+def add_weights(
+    conn: psycopg.Connection[Any], name: str, weights: Path, arch: str, *, weights_origin: str = "imagenet", replace: bool = False
+) -> dict[str, Any]:
+    """Build ``arch`` from a torchvision/timm state dict file (safetensors, or .pth with torch) and register it."""
+    from imgfeat import zoo
+
+    proto = zoo.build_feature_extractor(arch, zoo.load_state_dict(weights))
+    return add_onnx(conn, name, proto.SerializeToString(), architecture=arch, weights_origin=weights_origin, replace=replace)
+
+
+def list_models(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """The registry without the ONNX bytes."""
+    cur = conn.execute(
+        "SELECT name, architecture, input_width, input_height, feature_dim, weights_origin, size_bytes, sha256, created_at "
+        "FROM imgfeat.models ORDER BY name"
+    )
+    cols = [c.name for c in cur.description or []]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def remove(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("SELECT imgfeat.drop_model(%s)", (name,)).fetchone()
+    return bool(row and row[0])

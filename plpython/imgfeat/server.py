@@ -1,0 +1,292 @@
+"""Entry points called by the extension's PL/Python functions.
+
+Each SQL function body is a thin prelude that imports this module (once per backend, see
+``imgfeat._bootstrap()`` in the extension script) and calls one function here with
+``plpy``. Heavy packages (numpy, onnxruntime, Pillow, scikit-learn) are imported lazily, so
+``python_info()`` works even when one of them is missing, and a missing package becomes a
+clean ERROR that names it.
+
+Errors: every :class:`~imgfeat.errors.ImgfeatError` is re-raised as a PostgreSQL ERROR with
+its SQLSTATE, detail and hint (``plpy.error``), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import platform
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from . import __version__
+from .errors import ImgfeatError, MissingPackageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STATE: dict[str, Any] = {}
+"""Per-backend state: the session cache, prepared plans, settings read once."""
+
+PACKAGES = ("numpy", "onnxruntime", "PIL", "sklearn", "onnx")
+
+
+def entry_point(func: F) -> F:
+    """Translate library errors into PostgreSQL errors (``plpy`` is the first argument)."""
+
+    @functools.wraps(func)
+    def wrapper(plpy: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(plpy, *args, **kwargs)
+        except ModuleNotFoundError as exc:
+            err = missing_package(exc.name or str(exc))
+            plpy.error(err.message, detail=err.detail, hint=err.hint, sqlstate=err.sqlstate)
+        except ImgfeatError as err:
+            plpy.error(err.message, detail=err.detail, hint=err.hint, sqlstate=err.sqlstate)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def missing_package(name: str) -> MissingPackageError:
+    return MissingPackageError(
+        f"the server's Python cannot import the package {name!r}",
+        detail=f"Python {sys.version.split()[0]} at {sys.executable}; sys.path starts with {sys.path[:3]}",
+        hint="Run SELECT imgfeat.python_info(); and see the README's Troubleshooting section "
+        "(the packages are installed by `make install` for the Python that PL/Python embeds).",
+    )
+
+
+def _state(plpy: Any) -> dict[str, Any]:
+    """Backend state, created on first use: registry plans, session cache, configured ceilings."""
+    if not _STATE:
+        from . import runtime, settings
+        from .registry import Registry
+
+        conf = settings.read_settings(plpy)
+        _STATE["registry"] = Registry(plpy)
+        _STATE["cache"] = runtime.SessionCache(
+            settings.int_setting(conf, "imgfeat.session_cache_size", runtime.DEFAULT_CACHE_SIZE, minimum=1)
+        )
+        _STATE["synthetic_noticed"] = set()
+        _STATE["tunables"] = plpy.prepare(
+            "SELECT pg_catalog.current_setting('imgfeat.max_image_pixels', true) AS max_pixels, "
+            "pg_catalog.current_setting('imgfeat.intra_op_num_threads', true) AS intra, "
+            "pg_catalog.current_setting('imgfeat.inter_op_num_threads', true) AS inter, "
+            "pg_catalog.current_setting('imgfeat.session_cache_size', true) AS cache_size"
+        )
+        _STATE["max_pixels_ceiling"] = _pixel_ceiling(conf)
+    return _STATE
+
+
+def _pixel_ceiling(conf: dict[str, tuple[str, str]]) -> int:
+    from . import image, settings
+
+    return settings.capped_int_setting(conf, "imgfeat.max_image_pixels", image.DEFAULT_MAX_PIXELS)
+
+
+def _as_int(raw: str | None, default: int, name: str) -> int:
+    from .errors import ConfigurationError
+
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, not {raw!r}") from None
+    if value < 0:
+        raise ConfigurationError(f"{name} must not be negative, not {value}")
+    return value
+
+
+def tunables(plpy: Any) -> dict[str, int]:
+    """Session tunables read now: max image pixels (capped), onnxruntime threads, cache size."""
+    from . import runtime
+
+    state = _state(plpy)
+    row = plpy.execute(state["tunables"])[0]
+    ceiling = state["max_pixels_ceiling"]
+    return {
+        "max_pixels": min(_as_int(row["max_pixels"], ceiling, "imgfeat.max_image_pixels"), ceiling),
+        "intra_op_num_threads": _as_int(row["intra"], runtime.DEFAULT_INTRA_OP_THREADS, "imgfeat.intra_op_num_threads"),
+        "inter_op_num_threads": _as_int(row["inter"], 1, "imgfeat.inter_op_num_threads"),
+        "session_cache_size": max(1, _as_int(row["cache_size"], runtime.DEFAULT_CACHE_SIZE, "imgfeat.session_cache_size")),
+    }
+
+
+def load_model(plpy: Any, name: str, knobs: dict[str, int]) -> Any:
+    """The backend's cached :class:`~imgfeat.runtime.LoadedModel` for ``name``.
+
+    One query per call checks the registered sha256; the session is (re)loaded only when
+    it changed or was evicted. Raises ModelNotFoundError listing the registered models.
+    """
+    from . import runtime
+
+    state = _state(plpy)
+    registry = state["registry"]
+    cache: runtime.SessionCache = state["cache"]
+    cache.shrink(knobs["session_cache_size"])
+    sha = registry.sha256(name)
+
+    def load() -> runtime.LoadedModel:
+        info = registry.info(name)
+        session = runtime.create_session(
+            registry.read_bytes(info), knobs["intra_op_num_threads"], knobs["inter_op_num_threads"]
+        )
+        return runtime.LoadedModel(
+            name=name, sha256=info.sha256, session=session, input_name=info.input_name,
+            output_name=info.output_name, fixed_batch=info.fixed_batch, load_seconds=0.0,
+            meta={"info": info},
+        )
+
+    model = cache.get(name, sha, load)
+    info = model.meta["info"]
+    if info.weights_origin == "synthetic" and name not in state["synthetic_noticed"]:
+        state["synthetic_noticed"].add(name)
+        plpy.notice(
+            f"imgfeat: model {name!r} has synthetic (seeded random) weights, not pre-trained ones",
+            detail="Its features are fit for tests and offline demos only.",
+            hint="Register pre-trained weights: imgfeat models download NAME, or imgfeat models add NAME --weights FILE --arch ARCH.",
+        )
+    return model
+
+
+@entry_point
+def featurize_image(plpy: Any, image: bytes | None, model_name: str, resize: str | None = None) -> Any:
+    """``imgfeat.featurize_image``: one image's feature vector (float32 [D]) or ``None`` for a NULL image."""
+    if image is None:
+        return None
+    from . import image as img
+
+    knobs = tunables(plpy)
+    model = load_model(plpy, model_name, knobs)
+    spec = model.meta["info"].preprocessing
+    if resize is not None:
+        spec = spec.replace(resize=resize)
+    tensor = img.image_to_tensor(image, spec, max_pixels=knobs["max_pixels"])
+    return model.run(tensor[None])[0]
+
+
+@entry_point
+def register_model(
+    plpy: Any,
+    name: str,
+    onnx_bytes: bytes,
+    architecture: str | None,
+    weights_origin: str,
+    preprocessing: str | None,
+    output_name: str | None,
+    feature_dim: int | None,
+    replace: bool,
+) -> str:
+    """``imgfeat.register_model``: validate, cut at the feature layer, store; returns the sha256."""
+    from . import registry, zoo
+    from .errors import ModelError
+    from .onnx_import import prepare_feature_extractor
+    from .spec import Preprocessing
+
+    if onnx_bytes is None or name is None:
+        raise ModelError("name and onnx must not be NULL")
+    arch = zoo.ARCHITECTURES.get(architecture or "")
+    if arch is not None and feature_dim is None:
+        feature_dim = arch.feature_dim
+    prepared = prepare_feature_extractor(onnx_bytes, output=output_name, feature_dim=feature_dim)
+    del onnx_bytes
+    if preprocessing is not None:
+        spec = Preprocessing.from_json(json.loads(preprocessing))
+    elif arch is not None:
+        spec = arch.preprocessing
+    elif prepared.input_width and prepared.input_height:
+        from .spec import torchvision_imagenet
+
+        spec = torchvision_imagenet(size=prepared.input_width).replace(
+            width=prepared.input_width, height=prepared.input_height
+        )
+    else:
+        raise ModelError(
+            "the model's input size is dynamic, so a preprocessing spec is needed",
+            hint='Pass preprocessing => \'{"width": 224, "height": 224}\' (see the README for all keys).',
+        )
+    if prepared.input_width and (spec.width, spec.height) != (prepared.input_width, prepared.input_height):
+        raise ModelError(
+            f"preprocessing size {spec.width}x{spec.height} contradicts the graph's input "
+            f"{prepared.input_width}x{prepared.input_height}"
+        )
+    return registry.store(
+        plpy,
+        name=name,
+        onnx_bytes=prepared.onnx_bytes,
+        architecture=architecture or "custom",
+        input_width=spec.width,
+        input_height=spec.height,
+        feature_dim=prepared.feature_dim,
+        preprocessing=spec,
+        weights_origin=weights_origin,
+        input_name=prepared.input_name,
+        output_name=prepared.output_name,
+        fixed_batch=prepared.fixed_batch,
+        replace=replace,
+    )
+
+
+@entry_point
+def python_info(plpy: Any) -> str:
+    """``imgfeat.python_info()`` as JSON text: interpreter, sys.path, package versions, threads, cache."""
+    info: dict[str, Any] = {
+        "imgfeat": __version__,
+        "library_path": __file__.rsplit("/", 2)[0],
+        "python_version": platform.python_version(),
+        "python_executable": sys.executable,
+        "sys_path": list(sys.path),
+        "packages": {},
+    }
+    for name in PACKAGES:
+        try:
+            module = importlib.import_module(name)
+            info["packages"][name] = getattr(module, "__version__", "unknown")
+        except ImportError as exc:
+            info["packages"][name] = f"MISSING: {exc}"
+    try:
+        from . import runtime
+
+        info["onnxruntime"] = runtime.versions()
+        info["settings"] = tunables(plpy)
+        info["session_cache"] = _state(plpy)["cache"].info()
+    except ImportError as exc:
+        info["onnxruntime"] = f"unavailable: {exc}"
+    return json.dumps(info)
+
+
+@entry_point
+def register_synthetic_model(plpy: Any, architecture: str, name: str | None, seed: int, replace: bool) -> str:
+    """``imgfeat.register_synthetic_model``: build ``architecture`` with seeded weights and register it.
+
+    Returns the registered name. Raises ModelError for an unknown architecture.
+    """
+    from . import registry, zoo
+    from .errors import ModelError
+
+    arch = zoo.ARCHITECTURES.get(architecture)
+    if arch is None:
+        raise ModelError(
+            f"unknown architecture {architecture!r}", hint=f"choose one of {', '.join(sorted(zoo.ARCHITECTURES))}"
+        )
+    name = name or architecture
+    proto = zoo.build_feature_extractor(architecture, zoo.synthetic_state_dict(architecture, seed=seed))
+    onnx_bytes = proto.SerializeToString()
+    del proto
+    registry.store(
+        plpy,
+        name=name,
+        onnx_bytes=onnx_bytes,
+        architecture=architecture,
+        input_width=arch.input_width,
+        input_height=arch.input_height,
+        feature_dim=arch.feature_dim,
+        preprocessing=arch.preprocessing,
+        weights_origin="synthetic",
+        input_name="input",
+        output_name="features",
+        fixed_batch=False,
+        replace=replace,
+    )
+    return name

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Sets up everything `make test`, `make bench` and the demo need on a Debian/Ubuntu host:
+# Debian packages (PostgreSQL server, PL/Python, PGXS headers, pip for the system Python),
+# a virtualenv in .venv with the project and its test dependencies, and `make install`
+# (the extension and the server-side library). Idempotent: repeated runs do little.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+pg_major() { pg_config --version 2>/dev/null | sed -E 's/^PostgreSQL ([0-9]+).*/\1/'; }
+
+need=()
+if ! command -v pg_config >/dev/null 2>&1 || [ ! -x "/usr/lib/postgresql/$(pg_major)/bin/postgres" ]; then
+  need+=(postgresql postgresql-common libpq-dev)
+fi
+PGV="$(pg_major)"; PGV="${PGV:-15}"
+[ -f "/usr/lib/postgresql/$PGV/lib/plpython3.so" ] || need+=("postgresql-plpython3-$PGV")
+[ -f "/usr/lib/postgresql/$PGV/lib/pgxs/src/makefiles/pgxs.mk" ] || need+=("postgresql-server-dev-$PGV")
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+command -v make >/dev/null 2>&1 || need+=(make)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  PGV="$(pg_major)"
+  [ -f "/usr/lib/postgresql/$PGV/lib/plpython3.so" ] || \
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "postgresql-plpython3-$PGV" "postgresql-server-dev-$PGV" >/dev/null
+fi
+
+# The client-side virtualenv (the Python on PATH; not the server's).
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.imgfeat-installed
+if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
+  echo "setup: installing the project into .venv"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+  cp pyproject.toml "$stamp"
+fi
+
+# The extension and the server-side library (root: it writes into PostgreSQL's share dir).
+$SUDO make --no-print-directory install >/dev/null
+echo "setup: ready (PostgreSQL $PGV, extension and library installed)"

@@ -1,0 +1,90 @@
+-- The featurizer model registry.
+
+CREATE TABLE imgfeat.models (
+    name            text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+    architecture    text NOT NULL,
+    input_width     integer NOT NULL CHECK (input_width > 0),
+    input_height    integer NOT NULL CHECK (input_height > 0),
+    feature_dim     integer NOT NULL CHECK (feature_dim > 0),
+    preprocessing   jsonb NOT NULL,
+    weights_origin  text NOT NULL CHECK (weights_origin IN ('imagenet', 'synthetic', 'custom')),
+    input_name      text NOT NULL,
+    output_name     text NOT NULL,
+    fixed_batch     boolean NOT NULL DEFAULT false,
+    sha256          text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    size_bytes      bigint NOT NULL CHECK (size_bytes > 0),
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE imgfeat.models IS
+'Registered featurizer models (ONNX feature extractors). input_width x input_height is the NCHW input size in pixels; feature_dim the length of the real[] feature vector; preprocessing the jsonb spec (resize, resize_size, interpolation, channel_order, scale, mean, std, pad_color, background); weights_origin imagenet | synthetic (seeded, for tests and demos) | custom; sha256 of the stored ONNX bytes, verified when a backend loads the model. The bytes themselves live in imgfeat.model_chunks; see imgfeat.model_onnx(name).';
+
+CREATE TABLE imgfeat.model_chunks (
+    model_name  text NOT NULL REFERENCES imgfeat.models (name) ON DELETE CASCADE ON UPDATE CASCADE,
+    chunk_no    integer NOT NULL CHECK (chunk_no >= 0),
+    data        bytea NOT NULL,
+    PRIMARY KEY (model_name, chunk_no)
+);
+ALTER TABLE imgfeat.model_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+COMMENT ON TABLE imgfeat.model_chunks IS
+'The ONNX bytes of each model in chunks of 8 MiB, in chunk_no order (stored uncompressed: weights do not compress).';
+
+SELECT pg_catalog.pg_extension_config_dump('imgfeat.models', '');
+SELECT pg_catalog.pg_extension_config_dump('imgfeat.model_chunks', '');
+
+CREATE FUNCTION imgfeat.register_model(
+    name text,
+    onnx bytea,
+    architecture text DEFAULT NULL,
+    weights_origin text DEFAULT 'custom',
+    preprocessing jsonb DEFAULT NULL,
+    output_name text DEFAULT NULL,
+    feature_dim integer DEFAULT NULL,
+    replace boolean DEFAULT false
+) RETURNS imgfeat.models
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+if "imgfeat" not in GD:
+    plpy.execute("SELECT imgfeat._bootstrap()")
+GD["imgfeat"].register_model(plpy, name, onnx, architecture, weights_origin, preprocessing, output_name, feature_dim, replace)
+return plpy.execute(plpy.prepare("SELECT * FROM imgfeat.models WHERE name = $1", ["text"]), [name])[0]
+$$;
+COMMENT ON FUNCTION imgfeat.register_model(text, bytea, text, text, jsonb, text, integer, boolean) IS
+'Registers an ONNX image model as a featurizer and returns its imgfeat.models row. onnx: the model file''s bytes (any ONNX image model with an NCHW float input). The graph is cut at its feature layer: output_name when given (a tensor name), else automatically at the input of the final classifier Gemm/MatMul; the output is flattened to [N, feature_dim]. architecture: resnet18 | resnet50 | resnet101 | alexnet gives that network''s preprocessing and feature_dim; else ''custom''. preprocessing: jsonb spec (default: torchvision ImageNet at the graph''s input size). feature_dim: checked against the graph when given. Errors: not ONNX, no image-shaped input, feature_dim contradicted, name taken without replace => true. The registry is unchanged on error.';
+
+CREATE FUNCTION imgfeat.drop_model(name text) RETURNS boolean
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH gone AS (DELETE FROM imgfeat.models m WHERE m.name = drop_model.name RETURNING 1)
+    SELECT count(*) > 0 FROM gone;
+END;
+COMMENT ON FUNCTION imgfeat.drop_model(text) IS
+'Removes a model and its stored bytes; true if it existed. Features already computed with it stay in their tables.';
+
+CREATE FUNCTION imgfeat.model_onnx(name text) RETURNS bytea
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT string_agg(c.data, ''::bytea ORDER BY c.chunk_no)
+    FROM imgfeat.model_chunks c WHERE c.model_name = model_onnx.name;
+END;
+COMMENT ON FUNCTION imgfeat.model_onnx(text) IS
+'The stored ONNX bytes of a model (the feature extractor as registered), or NULL if unknown. Holds the whole model in memory: for export, not for featurizing.';
+
+CREATE FUNCTION imgfeat.register_synthetic_model(
+    architecture text,
+    name text DEFAULT NULL,
+    seed integer DEFAULT 0,
+    replace boolean DEFAULT false
+) RETURNS imgfeat.models
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+if "imgfeat" not in GD:
+    plpy.execute("SELECT imgfeat._bootstrap()")
+registered = GD["imgfeat"].register_synthetic_model(plpy, architecture, name, seed, replace)
+return plpy.execute(plpy.prepare("SELECT * FROM imgfeat.models WHERE name = $1", ["text"]), [registered])[0]
+$$;
+COMMENT ON FUNCTION imgfeat.register_synthetic_model(text, text, integer, boolean) IS
+'Builds architecture (resnet18 | resnet50 | resnet101 | alexnet: torchvision''s exact topology) with deterministic seeded SYNTHETIC weights (not pre-trained: for tests and offline demos only) and registers it under name (default: the architecture) with weights_origin = ''synthetic''. Featurizing with it raises a NOTICE once per session. Takes seconds (resnet18) to a minute (alexnet, resnet101).';
