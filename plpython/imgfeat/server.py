@@ -290,3 +290,51 @@ def register_synthetic_model(plpy: Any, architecture: str, name: str | None, see
         replace=replace,
     )
     return name
+
+
+def image_root(plpy: Any) -> str:
+    """The configured ``imgfeat.image_root``, after checking the caller may read server files.
+
+    Raises:
+        ConfigurationError: unset, or set by an untrusted source (a session's SET).
+        FileAccessError: the caller is neither superuser nor a member of pg_read_server_files.
+    """
+    from . import files, settings
+
+    allowed = plpy.execute(
+        "SELECT pg_catalog.pg_has_role(current_user, 'pg_read_server_files', 'MEMBER') AS ok"
+    )[0]["ok"]
+    if not allowed:
+        raise files.FileAccessError(
+            "reading image files on the database server requires membership in pg_read_server_files",
+            hint="A superuser grants it: GRANT pg_read_server_files TO <role>; or load the images as bytea.",
+        )
+    root = settings.trusted_setting(settings.read_settings(plpy), "imgfeat.image_root")
+    if root is None:
+        files.resolve(None, "")
+    return root  # type: ignore[return-value]
+
+
+@entry_point
+def featurize_image_file(plpy: Any, path: str | None, model_name: str, resize: str | None = None) -> Any:
+    """``imgfeat.featurize_image_file``: features of a file under ``imgfeat.image_root``."""
+    if path is None:
+        return None
+    from . import files
+
+    data = files.read_image_file(image_root(plpy), path)
+    return featurize_image.__wrapped__(plpy, data, model_name, resize)  # type: ignore[attr-defined]
+
+
+@entry_point
+def featurize_table(
+    plpy: Any, source: str, target: str, model_name: str, id_column: str, image_column: str,
+    batch_size: int, on_error: str,
+) -> None:
+    """``CALL imgfeat.featurize``: see :mod:`imgfeat.jobs`."""
+    from . import jobs
+
+    jobs.featurize(
+        plpy, source, target, model_name, id_column, image_column, batch_size, on_error,
+        load_model=load_model, tunables=tunables, image_root=image_root,
+    )

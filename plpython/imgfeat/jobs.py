@@ -1,0 +1,321 @@
+"""``CALL imgfeat.featurize(...)``: featurize a table in committed batches, resumably.
+
+Rows are read in ``id`` order with a keyset cursor (each batch asks for the next
+``batch_size`` rows after the last id seen that have no features yet for the model), so
+every batch can be committed: a crash or a cancel keeps what was done, and calling again
+featurizes only the rows not yet done. The target has one row per (id, model_name).
+
+Failed images: with ``on_error => 'skip'`` each is recorded in ``imgfeat.featurize_errors``
+and the job goes on; with ``'raise'`` (the default) the job stops with an ERROR naming the
+id, keeping the batches already committed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ImageDecodeError, ImgfeatError, InvalidParameterError
+
+ON_ERROR = ("raise", "skip")
+MAX_BATCH = 4096
+NOTICE_SECONDS = 10.0
+"""A progress NOTICE at most this often (seconds), plus one at the end."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    quoted: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Relation:
+    oid: int
+    quoted: str
+    columns: dict[str, Column]
+
+
+def relation(plpy: Any, regclass_text: str) -> Relation:
+    """A table's OID, schema-qualified quoted name and columns (name -> Column)."""
+    rows = plpy.execute(
+        plpy.prepare(
+            "SELECT c.oid::int8 AS oid, pg_catalog.format('%I.%I', n.nspname, c.relname) AS quoted "
+            "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = $1::pg_catalog.regclass",
+            ["text"],
+        ),
+        [regclass_text],
+    )
+    oid, quoted = rows[0]["oid"], rows[0]["quoted"]
+    cols = plpy.execute(
+        plpy.prepare(
+            "SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type "
+            "FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::pg_catalog.oid AND a.attnum > 0 "
+            "AND NOT a.attisdropped ORDER BY a.attnum",
+            ["int8"],
+        ),
+        [oid],
+    )
+    columns = {r["name"]: Column(r["name"], plpy.quote_ident(r["name"]), r["type"]) for r in cols}
+    return Relation(oid, quoted, columns)
+
+
+def column(rel: Relation, name: str, role: str) -> Column:
+    if name not in rel.columns:
+        raise InvalidParameterError(
+            f"{role} column {name!r} does not exist in {rel.quoted}",
+            detail=f"columns: {', '.join(rel.columns)}",
+        )
+    return rel.columns[name]
+
+
+def target_relation(plpy: Any, target: str, id_type: str) -> Relation:
+    """The target table, created if missing with (id, model_name, features real[], featurized_at).
+
+    ``target`` is parsed as a (possibly schema-qualified, possibly quoted) identifier with
+    ``parse_ident``; an unqualified name goes to the current schema.
+    """
+    parts = plpy.execute(plpy.prepare("SELECT pg_catalog.parse_ident($1) AS p", ["text"]), [target])[0]["p"]
+    if len(parts) == 1:
+        schema = plpy.execute("SELECT pg_catalog.current_schema() AS s")[0]["s"]
+        if schema is None:
+            raise InvalidParameterError("no schema to create the target table in: qualify it as schema.table")
+        parts = [schema, parts[0]]
+    if len(parts) != 2:
+        raise InvalidParameterError(f"target {target!r} must be table or schema.table")
+    quoted = f"{plpy.quote_ident(parts[0])}.{plpy.quote_ident(parts[1])}"
+    exists = plpy.execute(plpy.prepare("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS e", ["text"]), [quoted])[0]["e"]
+    if not exists:
+        plpy.execute(
+            f"CREATE TABLE {quoted} (id {id_type} NOT NULL, model_name text NOT NULL, "
+            "features real[] NOT NULL, featurized_at timestamptz NOT NULL DEFAULT pg_catalog.now(), "
+            "PRIMARY KEY (id, model_name))"
+        )
+    rel = relation(plpy, quoted)
+    needed = {"id": None, "model_name": "text", "features": "real[]"}
+    for name, typ in needed.items():
+        col = rel.columns.get(name)
+        if col is None or (typ is not None and col.type != typ):
+            raise InvalidParameterError(
+                f"target table {rel.quoted} exists but lacks column {name}" + (f" {typ}" if typ else ""),
+                hint="Use a new target name, or a table with columns id, model_name text, features real[].",
+            )
+    has_unique = plpy.execute(
+        plpy.prepare(
+            "SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = $1::pg_catalog.oid AND i.indisunique "
+            "AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_attribute a "
+            "WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) = ARRAY['id', 'model_name']",
+            ["int8"],
+        ),
+        [rel.oid],
+    )
+    if not has_unique:
+        raise InvalidParameterError(
+            f"target table {rel.quoted} needs a unique index on (id, model_name)",
+            hint=f"CREATE UNIQUE INDEX ON {rel.quoted} (id, model_name);",
+        )
+    return rel
+
+
+def format_real_array(features: np.ndarray) -> str:
+    """A PostgreSQL ``real[]`` literal of a flat float32 array (exact round trip)."""
+    return "{" + ",".join(map(repr, features.astype(np.float32).ravel().tolist())) + "}"
+
+
+class Progress:
+    """Rows done, rate and ETA for the job row and NOTICEs."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.started = time.monotonic()
+        self.last_notice = self.started
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def eta_seconds(self) -> float | None:
+        rate = self.rate
+        left = self.total - self.done - self.failed
+        return left / rate if rate > 0 else None
+
+    def message(self, model: str, target: str) -> str:
+        eta = self.eta_seconds()
+        eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done + self.failed < self.total else ""
+        return (
+            f"imgfeat.featurize {target} ({model}): {self.done + self.failed}/{self.total} rows, "
+            f"{self.done} featurized, {self.failed} failed, {self.rate:.1f} images/s{eta_text}"
+        )
+
+
+def featurize(
+    plpy: Any,
+    source: str,
+    target: str,
+    model_name: str,
+    id_column: str,
+    image_column: str,
+    batch_size: int,
+    on_error: str,
+    *,
+    load_model: Any,
+    tunables: Any,
+    image_root: Any,
+) -> None:
+    """The body of ``CALL imgfeat.featurize``; see the module docstring.
+
+    ``load_model(plpy, name, knobs)``, ``tunables(plpy)`` and ``image_root(plpy)`` come
+    from :mod:`imgfeat.server` (the backend's cache and settings).
+    """
+    from . import files, image
+
+    if on_error not in ON_ERROR:
+        raise InvalidParameterError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    if batch_size is None or not 1 <= batch_size <= MAX_BATCH:
+        raise InvalidParameterError(f"batch_size must be between 1 and {MAX_BATCH}, not {batch_size}")
+    src = relation(plpy, source)
+    id_col = column(src, id_column, "id")
+    img_col = column(src, image_column, "image")
+    if img_col.type == "bytea":
+        from_paths = False
+    elif img_col.type in ("text", "character varying") or img_col.type.startswith("character varying"):
+        from_paths = True
+    else:
+        raise InvalidParameterError(
+            f"image column {image_column!r} is {img_col.type}; it must be bytea (image bytes) or text (paths under imgfeat.image_root)"
+        )
+    knobs = tunables(plpy)
+    model = load_model(plpy, model_name, knobs)
+    root = image_root(plpy) if from_paths else None
+    tgt = target_relation(plpy, target, id_col.type)
+    spec = model.meta["info"].preprocessing
+    dim = model.meta["info"].feature_dim
+
+    todo = (
+        f"FROM {src.quoted} s WHERE s.{id_col.quoted} IS NOT NULL AND NOT EXISTS "
+        f"(SELECT 1 FROM {tgt.quoted} t WHERE t.id = s.{id_col.quoted} AND t.model_name = $1)"
+    )
+    total = plpy.execute(plpy.prepare(f"SELECT count(*) AS n {todo}", ["text"]), [model_name])[0]["n"]
+    select = f"SELECT s.{id_col.quoted} AS id, s.{img_col.quoted} AS image {todo}"
+    first = plpy.prepare(f"{select} ORDER BY s.{id_col.quoted} LIMIT $2", ["text", "int4"])
+    after = plpy.prepare(
+        f"{select} AND s.{id_col.quoted} > $3 ORDER BY s.{id_col.quoted} LIMIT $2", ["text", "int4", id_col.type]
+    )
+    insert = plpy.prepare(
+        f"INSERT INTO {tgt.quoted} (id, model_name, features) "
+        f"SELECT ($1::{id_col.type}[])[i], $2, ($3::real[])[(i - 1) * $4 + 1 : i * $4] "
+        f"FROM pg_catalog.generate_subscripts($1::{id_col.type}[], 1) AS i "
+        "ON CONFLICT (id, model_name) DO NOTHING",
+        ["text", "text", "text", "int4"],
+    )
+    record_error = plpy.prepare(
+        "INSERT INTO imgfeat.featurize_errors (source, id, model_name, error_class, message) "
+        "VALUES ($1::pg_catalog.oid::pg_catalog.regclass, $2, $3, $4, $5)",
+        ["int8", "text", "text", "text", "text"],
+    )
+    clear_errors = plpy.prepare(
+        "DELETE FROM imgfeat.featurize_errors WHERE source = $1::pg_catalog.oid::pg_catalog.regclass "
+        "AND model_name = $2 AND id = ANY ($3::text[])",
+        ["int8", "text", "text[]"],
+    )
+    job_id = plpy.execute(
+        plpy.prepare(
+            "INSERT INTO imgfeat.featurize_jobs (source, target, model_name, rows_total) "
+            "VALUES ($1::pg_catalog.oid::pg_catalog.regclass, $2, $3, $4) RETURNING job_id",
+            ["int8", "text", "text", "int8"],
+        ),
+        [src.oid, tgt.quoted, model_name, total],
+    )[0]["job_id"]
+    update_job = plpy.prepare(
+        "UPDATE imgfeat.featurize_jobs SET rows_done = $2, rows_failed = $3, images_per_second = $4, "
+        "updated_at = pg_catalog.clock_timestamp(), status = $5, "
+        "finished_at = CASE WHEN $5 = 'running' THEN NULL ELSE pg_catalog.clock_timestamp() END "
+        "WHERE job_id = $1",
+        ["int8", "int8", "int8", "float8", "text"],
+    )
+    plpy.commit()
+
+    progress = Progress(total)
+    last_id: Any = None
+    while True:
+        rows = (
+            plpy.execute(first, [model_name, batch_size])
+            if last_id is None
+            else plpy.execute(after, [model_name, batch_size, last_id])
+        )
+        if not rows:
+            break
+        last_id = rows[-1]["id"]
+        ids = [r["id"] for r in rows]
+        payloads: list[bytes | None] = []
+        failures: list[tuple[Any, ImgfeatError]] = []
+        for r in rows:
+            data = r["image"]
+            if data is None:
+                failures.append((r["id"], ImageDecodeError("image is NULL")))
+                payloads.append(None)
+                continue
+            if from_paths:
+                try:
+                    data = files.read_image_file(root, data)
+                except ImgfeatError as err:
+                    failures.append((r["id"], err))
+                    payloads.append(None)
+                    continue
+            payloads.append(data)
+        good_positions = [i for i, p in enumerate(payloads) if p is not None]
+        batch, ok_idx, bad = image.images_to_batch(
+            [payloads[i] for i in good_positions], spec, max_pixels=knobs["max_pixels"]
+        )
+        failures.extend((ids[good_positions[i]], err) for i, err in bad)
+        if failures and on_error == "raise":
+            bad_id, err = failures[0]
+            raise type(err)(
+                f"image id={bad_id} in {src.quoted} could not be featurized: {err.message}",
+                detail=err.detail,
+                hint=(err.hint + " " if err.hint else "")
+                + "Pass on_error => 'skip' to record failures in imgfeat.featurize_errors and go on.",
+            )
+        good_ids = [ids[good_positions[i]] for i in ok_idx]
+        if good_ids:
+            features = model.run(batch)
+            if features.shape[1] != dim:
+                raise InvalidParameterError(
+                    f"model {model_name!r} produced {features.shape[1]} features, registered as {dim}"
+                )
+            id_text = "{" + ",".join(_array_element(i) for i in good_ids) + "}"
+            plpy.execute(insert, [id_text, model_name, format_real_array(features), dim])
+            plpy.execute(clear_errors, [src.oid, model_name, [str(i) for i in good_ids]])
+        for bad_id, err in failures:
+            plpy.execute(record_error, [src.oid, str(bad_id), model_name, _error_class(err), err.message])
+        progress.done += len(good_ids)
+        progress.failed += len(failures)
+        plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "running"])
+        plpy.commit()
+        now = time.monotonic()
+        if now - progress.last_notice >= NOTICE_SECONDS:
+            progress.last_notice = now
+            plpy.notice(progress.message(model_name, tgt.quoted))
+    plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "done"])
+    plpy.commit()
+    plpy.notice(progress.message(model_name, tgt.quoted))
+
+
+def _array_element(value: Any) -> str:
+    """An element of an array literal: double-quoted, with \\ and " escaped."""
+    text = str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _error_class(err: ImgfeatError) -> str:
+    """snake_case of the error's class name, e.g. ImageDecodeError -> image_decode_error."""
+    name = type(err).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
