@@ -39,12 +39,29 @@ def entry_point(func: F) -> F:
         try:
             return func(plpy, *args, **kwargs)
         except ModuleNotFoundError as exc:
-            err = missing_package(exc.name or str(exc))
-            plpy.error(err.message, detail=err.detail, hint=err.hint, sqlstate=err.sqlstate)
+            raise_error(plpy, missing_package(exc.name or str(exc)))
         except ImgfeatError as err:
-            plpy.error(err.message, detail=err.detail, hint=err.hint, sqlstate=err.sqlstate)
+            raise_error(plpy, err)
 
     return wrapper  # type: ignore[return-value]
+
+
+def raise_error(plpy: Any, err: ImgfeatError) -> None:
+    """Raise ``err`` as a PostgreSQL ERROR with its SQLSTATE, detail and hint.
+
+    PL/Python prefixes the message with the exception's type (``plpy.Error: ...``); a
+    subclass of ``plpy.Error`` named ``imgfeat`` in module ``builtins`` makes that prefix
+    read ``imgfeat: <message>``.
+    """
+    cls = _STATE.get("error_class")
+    if cls is None:
+        cls = type("imgfeat", (plpy.Error,), {"__module__": "builtins"})
+        _STATE["error_class"] = cls
+    exc = cls(err.message)
+    exc.sqlstate = err.sqlstate
+    exc.detail = err.detail
+    exc.hint = err.hint
+    raise exc from None
 
 
 def missing_package(name: str) -> MissingPackageError:
@@ -58,15 +75,14 @@ def missing_package(name: str) -> MissingPackageError:
 
 def _state(plpy: Any) -> dict[str, Any]:
     """Backend state, created on first use: registry plans, session cache, configured ceilings."""
-    if not _STATE:
+    if "registry" not in _STATE:
         from . import runtime, settings
         from .registry import Registry
 
-        conf = settings.read_settings(plpy)
+        conf = settings.config_settings(plpy)
+        _STATE["config"] = conf
         _STATE["registry"] = Registry(plpy)
-        _STATE["cache"] = runtime.SessionCache(
-            settings.int_setting(conf, "imgfeat.session_cache_size", runtime.DEFAULT_CACHE_SIZE, minimum=1)
-        )
+        _STATE["cache"] = runtime.SessionCache(runtime.DEFAULT_CACHE_SIZE)
         _STATE["synthetic_noticed"] = set()
         _STATE["tunables"] = plpy.prepare(
             "SELECT pg_catalog.current_setting('imgfeat.max_image_pixels', true) AS max_pixels, "
@@ -78,24 +94,18 @@ def _state(plpy: Any) -> dict[str, Any]:
     return _STATE
 
 
-def _pixel_ceiling(conf: dict[str, tuple[str, str]]) -> int:
+def _pixel_ceiling(conf: dict[str, str]) -> int:
+    """The configured imgfeat.max_image_pixels, else the built-in default: sessions may only lower it."""
     from . import image, settings
 
-    return settings.capped_int_setting(conf, "imgfeat.max_image_pixels", image.DEFAULT_MAX_PIXELS)
+    return settings.parse_int(conf.get("imgfeat.max_image_pixels"), image.DEFAULT_MAX_PIXELS,
+                              "imgfeat.max_image_pixels", minimum=1)
 
 
 def _as_int(raw: str | None, default: int, name: str) -> int:
-    from .errors import ConfigurationError
+    from . import settings
 
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, not {raw!r}") from None
-    if value < 0:
-        raise ConfigurationError(f"{name} must not be negative, not {value}")
-    return value
+    return settings.parse_int(raw, default, name)
 
 
 def tunables(plpy: Any) -> dict[str, int]:
@@ -309,7 +319,7 @@ def image_root(plpy: Any) -> str:
             "reading image files on the database server requires membership in pg_read_server_files",
             hint="A superuser grants it: GRANT pg_read_server_files TO <role>; or load the images as bytea.",
         )
-    root = settings.trusted_setting(settings.read_settings(plpy), "imgfeat.image_root")
+    root = settings.trusted_setting(plpy, settings.config_settings(plpy), "imgfeat.image_root")
     if root is None:
         files.resolve(None, "")
     return root  # type: ignore[return-value]

@@ -1,15 +1,17 @@
 """Reading imgfeat's PostgreSQL settings (GUCs) safely.
 
 imgfeat has no C code, so its settings are *placeholder* variables: PostgreSQL lets any
-user ``SET`` them in a session. Settings that widen what the server process may do
-(``imgfeat.python_lib_dir``, ``imgfeat.image_root``) are therefore honoured only when
-``pg_settings.source`` says they come from the server configuration (postgresql.conf,
-``ALTER SYSTEM``, or the postmaster command line); anything else raises
-:class:`~imgfeat.errors.ConfigurationError`.
+user ``SET`` them in a session (or through PGOPTIONS, ALTER ROLE/DATABASE), and hides them
+from ``pg_settings``. Settings that widen what the server process may do
+(``imgfeat.python_lib_dir``, ``imgfeat.image_root``) are therefore taken only from the
+server configuration files (postgresql.conf, or ``ALTER SYSTEM`` in postgresql.auto.conf),
+read through ``imgfeat._config_settings()`` — a SECURITY DEFINER view of
+``pg_file_settings`` restricted to ``imgfeat.*``. When the session's current value differs
+from the configured one, it was set by a session, role, database or client, and
+:func:`trusted_setting` raises :class:`~imgfeat.errors.ConfigurationError`.
 
-Tunables a session may change (threads, cache size) are read with ``current_setting``.
-``imgfeat.max_image_pixels`` may be lowered by a session, never raised above the
-configured (or built-in) value.
+``imgfeat.max_image_pixels`` may be lowered by a session, never raised above the configured
+(or built-in) value. Tunables (threads, cache size) are read with ``current_setting``.
 """
 
 from __future__ import annotations
@@ -18,64 +20,47 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-TRUSTED_SOURCES = frozenset({"configuration file", "command line", "default"})
-"""``pg_settings.source`` values that only a superuser or the server owner can produce."""
-
-_SETTINGS_SQL = (
-    "SELECT name, setting, source FROM pg_catalog.pg_settings "
-    "WHERE name OPERATOR(pg_catalog.~~) 'imgfeat.%'"
-)
+_CONFIG_SQL = "SELECT name, setting FROM imgfeat._config_settings()"
 
 
-def read_settings(plpy: Any) -> dict[str, tuple[str, str]]:
-    """All ``imgfeat.*`` settings visible in this session: name -> (value, source)."""
-    return {r["name"]: (r["setting"], r["source"]) for r in plpy.execute(_SETTINGS_SQL)}
+def config_settings(plpy: Any) -> dict[str, str]:
+    """``imgfeat.*`` settings from the server configuration files: name -> value."""
+    return {r["name"]: r["setting"] for r in plpy.execute(_CONFIG_SQL)}
 
 
-def trusted_setting(settings: dict[str, tuple[str, str]], name: str) -> str | None:
-    """The value of a server-configuration-only setting, or ``None`` when unset.
+def current_setting(plpy: Any, name: str) -> str | None:
+    """The session's current value of ``name`` (``None`` when never set)."""
+    row = plpy.execute(plpy.prepare("SELECT pg_catalog.current_setting($1, true) AS v", ["text"]), [name])[0]
+    return row["v"] or None
+
+
+def trusted_setting(plpy: Any, config: dict[str, str], name: str) -> str | None:
+    """The configured value of a server-configuration-only setting, or ``None`` when unset.
 
     Raises:
-        ConfigurationError: the setting was set by a session, role, database or client.
+        ConfigurationError: the session's value differs from the configuration's (set by a
+            session, role, database or client).
     """
-    if name not in settings:
-        return None
-    value, source = settings[name]
-    if source not in TRUSTED_SOURCES:
+    configured = config.get(name) or None
+    current = current_setting(plpy, name)
+    if current is not None and current != configured:
         raise ConfigurationError(
-            f"{name} is set by source '{source}'; imgfeat honours it only from the server configuration",
+            f"{name} is set to {current!r} outside the server configuration; imgfeat honours it only from "
+            "postgresql.conf or ALTER SYSTEM",
             detail="Any user can SET a placeholder setting, so a session's value could point the server at arbitrary files.",
-            hint=f"A superuser sets it with: ALTER SYSTEM SET {name} = '...'; SELECT pg_reload_conf();",
+            hint=f"RESET {name}; a superuser sets it with ALTER SYSTEM SET {name} = '...'; SELECT pg_reload_conf();",
         )
-    return value or None
+    return configured
 
 
-def int_setting(settings: dict[str, tuple[str, str]], name: str, default: int, *, minimum: int = 0) -> int:
-    """An integer tunable; ``default`` when unset or empty. Raises ConfigurationError if not an integer >= minimum."""
-    raw = settings.get(name, ("", ""))[0]
-    if raw in ("", None):
+def parse_int(raw: str | None, default: int, name: str, *, minimum: int = 0) -> int:
+    """An integer setting's value; ``default`` when unset or empty. Raises ConfigurationError if not an integer >= minimum."""
+    if raw in (None, ""):
         return default
     try:
-        value = int(float(raw))
+        value = int(float(raw))  # type: ignore[arg-type]
     except ValueError:
         raise ConfigurationError(f"{name} must be an integer, not {raw!r}") from None
     if value < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum}, not {value}")
     return value
-
-
-def capped_int_setting(
-    settings: dict[str, tuple[str, str]], name: str, default: int, *, minimum: int = 1
-) -> int:
-    """An integer limit a session may lower but never raise.
-
-    The ceiling is the configured value when the current one comes from the server
-    configuration, else ``default``; a session's value above the ceiling is ignored in
-    favour of the ceiling.
-    """
-    if name not in settings:
-        return default
-    value = int_setting(settings, name, default, minimum=minimum)
-    if settings[name][1] in TRUSTED_SOURCES:
-        return value
-    return min(value, default)

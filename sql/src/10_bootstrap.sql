@@ -1,19 +1,35 @@
 -- The PL/Python bootstrap: every function's prelude calls this once per backend.
 
+-- Placeholder settings are hidden from pg_settings and any user can SET them, so settings
+-- that widen what the server may do are read from the configuration files only.
+CREATE FUNCTION imgfeat._config_settings() RETURNS TABLE (name text, setting text)
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT DISTINCT ON (f.name) f.name, f.setting
+    FROM pg_catalog.pg_file_settings f
+    WHERE f.name LIKE 'imgfeat.%' AND f.error IS NULL
+    ORDER BY f.name, f.seqno DESC;
+END;
+COMMENT ON FUNCTION imgfeat._config_settings() IS
+'Internal. The imgfeat.* settings as the server configuration files (postgresql.conf, postgresql.auto.conf from ALTER SYSTEM) set them: name, value. SECURITY DEFINER over pg_file_settings (superuser-only), restricted to imgfeat.*. Settings that widen what the server may do (imgfeat.python_lib_dir, imgfeat.image_root) are honoured only from here.';
+
 CREATE FUNCTION imgfeat._bootstrap() RETURNS void
 LANGUAGE plpython3u VOLATILE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 import sys
 libdir = "@IMGFEAT_LIB_DIR@"
-rows = plpy.execute("SELECT setting, source FROM pg_catalog.pg_settings WHERE name = 'imgfeat.python_lib_dir'")
-if rows and rows[0]["setting"]:
-    if rows[0]["source"] not in ("configuration file", "command line", "default"):
-        plpy.error(
-            "imgfeat.python_lib_dir is set by source '%s'; imgfeat honours it only from the server configuration" % rows[0]["source"],
-            hint="A superuser sets it with ALTER SYSTEM SET imgfeat.python_lib_dir = '...'; SELECT pg_reload_conf();",
-            sqlstate="55000")
-    libdir = rows[0]["setting"]
+configured = plpy.execute("SELECT setting FROM imgfeat._config_settings() WHERE name = 'imgfeat.python_lib_dir'")
+current = plpy.execute("SELECT pg_catalog.current_setting('imgfeat.python_lib_dir', true) AS v")[0]["v"] or None
+if configured:
+    libdir = configured[0]["setting"]
+if current is not None and current != (configured[0]["setting"] if configured else None):
+    plpy.error(
+        "imgfeat.python_lib_dir is set to '%s' outside the server configuration; imgfeat honours it only from postgresql.conf or ALTER SYSTEM" % current,
+        detail="Any user can SET a placeholder setting; the server must not import code from a session's directory.",
+        hint="RESET imgfeat.python_lib_dir; a superuser sets it with ALTER SYSTEM SET imgfeat.python_lib_dir = '...'; SELECT pg_reload_conf();",
+        sqlstate="55000")
 version = plpy.execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'imgfeat'")[0]["extversion"]
 path = libdir.rstrip("/") + "/" + version
 if path not in sys.path:
