@@ -91,11 +91,14 @@ FORMATS: tuple[str, ...] = (
 cameras, is opened by the JPEG plugin). Formats that run external programs (EPS through
 Ghostscript) or have no reliable signature (TGA) are left out."""
 
-DRAFT_TOLERANCE = 0.02
-"""Bound on the mean absolute difference, in normalised (ImageNet mean/std) units, between a
-tensor from a JPEG decoded at reduced size (``draft``) and one from the full decode, for a
-2000x1500 photo-like JPEG and the ResNet spec (measured about 0.005; one 8-bit level is
-about 0.017). Tested in ``tests/py/test_image_draft.py``."""
+DRAFT_TOLERANCE = 0.03
+"""Bound on the mean absolute difference, in normalised (ImageNet mean/std) units, between the
+tensor of a JPEG decoded at reduced size (``draft``: libjpeg scales the DCT by 1/2, 1/4 or
+1/8, then Pillow resizes) and that of the full decode, for the ResNet spec on a 2000x1500
+JPEG (quality 90). Measured: 0.005 on a photo-like image (smooth content, sensor-like noise
+sigma=3; tested below 0.01) and 0.021 with heavy per-pixel noise (sigma=30; tested below
+this bound). One 8-bit level is about 0.017 in these units. ``draft=False`` turns it off.
+Tested in ``tests/py/test_image_draft.py``."""
 
 MAX_INTERMEDIATE_PIXELS = 4_000_000
 """For ``isocrop``, the resized-but-uncropped image is materialised (as torchvision does)
@@ -233,14 +236,18 @@ def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
     width, height = img.size
     if width * height > max_pixels:
         raise ImageTooLargeError(
-            f"image is too large: {width}x{height} ({width * height / 1e6:.1f} megapixels) "
-            f"exceeds the limit of {max_pixels / 1e6:.1f} megapixels",
+            f"image is too large: {width}x{height} ({_pixels(width * height)}) "
+            f"exceeds the limit of {_pixels(max_pixels)}",
             detail=f"{img.format} header declares {width}x{height} pixels; nothing was decoded",
             hint="downscale the image before storing it, or raise max_pixels",
         )
     if width < 1 or height < 1:
         raise ImageDecodeError(f"image has no pixels ({width}x{height})")
     return img
+
+
+def _pixels(n: int) -> str:
+    return f"{n / 1e6:.1f} megapixels" if n >= 100_000 else f"{n} pixels"
 
 
 def _unidentified_error(data: bytes) -> ImageDecodeError:
