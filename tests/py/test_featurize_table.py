@@ -1,0 +1,247 @@
+"""CALL imgfeat.featurize: bulk, resumable, robust; featurize_image_file under the image root."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from imagefactory import broken_images
+
+
+def load_faces(conn: psycopg.Connection[Any], table: str, files: list[Path]) -> None:
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, path text, image bytea)")
+    with conn.cursor().copy(f"COPY {table} (id, path, image) FROM STDIN") as copy:
+        for i, p in enumerate(files, start=1):
+            copy.write_row((i, str(p), p.read_bytes()))
+
+
+@pytest.fixture(scope="module")
+def faces_table(dsn: str, face_files: list[Path], analyst_dsn: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        load_faces(c, "public.faces", face_files)
+        c.execute("GRANT SELECT ON public.faces TO imgfeat_test_analyst")
+    return "public.faces"
+
+
+@pytest.fixture(scope="module")
+def faces_features(dsn: str, faces_table: str, resnet18: str, analyst_dsn: str) -> dict[int, np.ndarray]:
+    """CALL imgfeat.featurize once as the analyst; returns id -> features."""
+    with psycopg.connect(analyst_dsn, autocommit=True) as a:
+        a.execute("CALL imgfeat.featurize('public.faces', 'faces_r18', %s, batch_size => 16)", (resnet18,))
+        rows = a.execute("SELECT id, features FROM faces_r18 WHERE model_name = %s ORDER BY id", (resnet18,)).fetchall()
+    return {i: np.asarray(f, dtype=np.float32) for i, f in rows}
+
+
+def test_featurize_312_faces_equals_featurize_image(
+    analyst: psycopg.Connection[Any], faces_features: dict[int, np.ndarray], resnet18: str
+) -> None:
+    assert len(faces_features) == 312
+    assert all(f.shape == (512,) and np.isfinite(f).all() for f in faces_features.values())
+    rows = analyst.execute(
+        "SELECT id, imgfeat.featurize_image(image, %s) FROM public.faces ORDER BY id", (resnet18,)
+    ).fetchall()
+    worst = max(float(np.max(np.abs(np.asarray(f, dtype=np.float32) - faces_features[i]))) for i, f in rows)
+    assert worst <= 1e-5
+    # different faces give different features
+    assert not np.allclose(faces_features[1], faces_features[2])
+
+
+def test_target_layout_and_rerun_adds_nothing(analyst: psycopg.Connection[Any], faces_features: dict[int, Any], resnet18: str) -> None:
+    cols = analyst.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'faces_r18'::regclass AND attnum > 0 ORDER BY attnum"
+    ).fetchall()
+    assert cols == [("id", "bigint"), ("model_name", "text"), ("features", "real[]"),
+                    ("featurized_at", "timestamp with time zone")]
+    before = analyst.execute("SELECT max(featurized_at) FROM faces_r18").fetchone()
+    analyst.execute("CALL imgfeat.featurize('public.faces', 'faces_r18', %s)", (resnet18,))
+    assert analyst.execute("SELECT count(*), max(featurized_at) FROM faces_r18").fetchone() == (312, before[0])  # type: ignore[index]
+    job = analyst.execute(
+        "SELECT status, rows_total, rows_done FROM imgfeat.featurize_progress ORDER BY job_id DESC LIMIT 1"
+    ).fetchone()
+    assert job == ("done", 0, 0)
+
+
+def test_paths_under_image_root_equal_bytea(
+    analyst: psycopg.Connection[Any], conn: psycopg.Connection[Any], image_root: Path, face_files: list[Path],
+    faces_features: dict[int, np.ndarray], resnet18: str,
+) -> None:
+    dest = image_root / "faces"
+    dest.mkdir(exist_ok=True)
+    for p in face_files:
+        shutil.copy(p, dest / p.name)
+    dest.chmod(0o755)
+    conn.execute("CREATE TABLE public.face_paths (id bigint PRIMARY KEY, image text)")
+    with conn.cursor().copy("COPY public.face_paths (id, image) FROM STDIN") as copy:
+        for i, p in enumerate(face_files, start=1):
+            # half relative to the root, half absolute inside it
+            copy.write_row((i, f"faces/{p.name}" if i % 2 else str(dest / p.name)))
+    conn.execute("GRANT SELECT ON public.face_paths TO imgfeat_test_analyst")
+    conn.execute("GRANT pg_read_server_files TO imgfeat_test_analyst")
+    try:
+        analyst.execute("CALL imgfeat.featurize('public.face_paths', 'face_paths_r18', %s, batch_size => 64)", (resnet18,))
+        rows = analyst.execute("SELECT id, features FROM face_paths_r18 ORDER BY id").fetchall()
+        assert len(rows) == 312
+        worst = max(float(np.max(np.abs(np.asarray(f, dtype=np.float32) - faces_features[i]))) for i, f in rows)
+        assert worst <= 1e-5
+        one = analyst.execute("SELECT imgfeat.featurize_image_file(%s, %s)", (f"faces/{face_files[0].name}", resnet18)).fetchone()[0]  # type: ignore[index]
+        assert np.max(np.abs(np.asarray(one, dtype=np.float32) - faces_features[1])) <= 1e-5
+    finally:
+        conn.execute("REVOKE pg_read_server_files FROM imgfeat_test_analyst")
+
+
+@pytest.mark.parametrize(
+    "path, error",
+    [
+        ("../../../etc/passwd", "outside imgfeat.image_root"),
+        ("/etc/passwd", "outside imgfeat.image_root"),
+        ("link_out", "outside imgfeat.image_root"),
+        ("a_directory", "directory"),
+        ("missing.png", "does not exist"),
+    ],
+)
+def test_file_access_is_confined(conn: psycopg.Connection[Any], image_root: Path, resnet18: str, path: str, error: str) -> None:
+    (image_root / "a_directory").mkdir(exist_ok=True)
+    link = image_root / "link_out"
+    if not link.is_symlink():
+        link.symlink_to("/etc/hostname")
+    with pytest.raises(psycopg.Error) as exc:
+        conn.execute("SELECT imgfeat.featurize_image_file(%s, %s)", (path, resnet18))
+    assert error in (exc.value.diag.message_primary or "")
+
+
+def test_file_access_needs_pg_read_server_files(analyst: psycopg.Connection[Any], resnet18: str) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as exc:
+        analyst.execute("SELECT imgfeat.featurize_image_file('faces/x.pgm', %s)", (resnet18,))
+    assert "pg_read_server_files" in (exc.value.diag.message_primary or "")
+
+
+def test_session_cannot_move_the_image_root(conn: psycopg.Connection[Any], resnet18: str) -> None:
+    conn.execute("SET imgfeat.image_root = '/'")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as exc:
+        conn.execute("SELECT imgfeat.featurize_image_file('etc/passwd', %s)", (resnet18,))
+    assert "server configuration" in (exc.value.diag.message_primary or "")
+
+
+@pytest.fixture(scope="module")
+def mixed_table(dsn: str, face_files: list[Path]) -> tuple[str, list[int], dict[int, str]]:
+    """20 good faces and one image of each broken kind, interleaved; returns (table, good ids, bad id -> kind)."""
+    broken = broken_images()
+    good_ids: list[int] = []
+    bad: dict[int, str] = {}
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE public.mixed (id int PRIMARY KEY, image bytea)")
+        next_id = 1
+        kinds = iter(broken.items())
+        for p in face_files[:20]:
+            c.execute("INSERT INTO public.mixed VALUES (%s, %s)", (next_id, p.read_bytes()))
+            good_ids.append(next_id)
+            next_id += 1
+            kind = next(kinds, None)
+            if kind:
+                c.execute("INSERT INTO public.mixed VALUES (%s, %s)", (next_id, kind[1]))
+                bad[next_id] = kind[0]
+                next_id += 1
+        c.execute("INSERT INTO public.mixed VALUES (%s, NULL)", (next_id,))
+        bad[next_id] = "null"
+        c.execute("GRANT SELECT ON public.mixed TO imgfeat_test_analyst")
+    return "public.mixed", good_ids, bad
+
+
+def test_skip_records_every_bad_row(
+    analyst: psycopg.Connection[Any], mixed_table: tuple[str, list[int], dict[int, str]], resnet18: str
+) -> None:
+    table, good_ids, bad = mixed_table
+    analyst.execute(f"CALL imgfeat.featurize('{table}', 'mixed_skip', %s, batch_size => 8, on_error => 'skip')", (resnet18,))
+    done = [r[0] for r in analyst.execute("SELECT id FROM mixed_skip ORDER BY id").fetchall()]
+    errors = dict(analyst.execute(
+        "SELECT id::int, message FROM imgfeat.featurize_errors WHERE source = %s::regclass AND model_name = %s",
+        (table, resnet18),
+    ).fetchall())
+    assert done == good_ids
+    assert sorted(errors) == sorted(bad), bad
+    for bad_id, message in errors.items():
+        assert message and "Traceback" not in message, (bad[bad_id], message)
+    assert analyst.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_raise_names_the_id_and_keeps_committed_batches(
+    analyst: psycopg.Connection[Any], mixed_table: tuple[str, list[int], dict[int, str]], resnet18: str
+) -> None:
+    table, good_ids, bad = mixed_table
+    first_bad = min(bad)
+    with pytest.raises(psycopg.Error) as exc:
+        analyst.execute(f"CALL imgfeat.featurize('{table}', 'mixed_raise', %s, batch_size => 1)", (resnet18,))
+    assert f"id={first_bad}" in (exc.value.diag.message_primary or "")
+    kept = analyst.execute("SELECT count(*) FROM mixed_raise").fetchone()[0]  # type: ignore[index]
+    assert kept == len([i for i in good_ids if i < first_bad])
+
+
+def test_injection_in_identifiers_fails_harmlessly(analyst: psycopg.Connection[Any], faces_table: str, resnet18: str) -> None:
+    with pytest.raises(psycopg.Error):
+        analyst.execute("CALL imgfeat.featurize('public.faces', 'out; drop table x; --', %s)", (resnet18,))
+    with pytest.raises(psycopg.Error) as exc:
+        analyst.execute("CALL imgfeat.featurize('public.faces', 'out2', %s, image_column => 'image; drop table x')", (resnet18,))
+    assert "does not exist" in (exc.value.diag.message_primary or "")
+    assert analyst.execute("SELECT to_regclass('public.faces') IS NOT NULL").fetchone() == (True,)
+
+
+def test_terminated_job_resumes_with_one_row_per_id(
+    dsn: str, analyst_dsn: str, faces_table: str, resnet18: str
+) -> None:
+    """Kill the backend mid-job (pg_terminate_backend); calling again completes with exactly one row per id."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(analyst_dsn, autocommit=True) as a:
+                a.execute("CALL imgfeat.featurize('public.faces', 'faces_resume', %s, batch_size => 8)", (resnet18,))
+        except BaseException as exc:  # noqa: BLE001 - the kill is expected
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    with psycopg.connect(dsn, autocommit=True) as su:
+        deadline = time.monotonic() + 120
+        row = None
+        while time.monotonic() < deadline:
+            row = su.execute(
+                "SELECT pid, rows_done, status FROM imgfeat.featurize_progress WHERE target = 'public.faces_resume' "
+                "ORDER BY job_id DESC LIMIT 1"
+            ).fetchone()
+            if row and row[1] >= 16:
+                break
+            time.sleep(0.05)
+        assert row is not None and row[2] == "running", row
+        su.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+        worker.join(60)
+        assert errors, "the job was expected to be killed mid-way"
+        partial = su.execute("SELECT count(*) FROM public.faces_resume").fetchone()[0]  # type: ignore[index]
+        assert 16 <= partial < 312
+        assert su.execute(
+            "SELECT status FROM imgfeat.featurize_progress WHERE target = 'public.faces_resume' ORDER BY job_id DESC LIMIT 1"
+        ).fetchone() == ("interrupted",)
+    with psycopg.connect(analyst_dsn, autocommit=True) as a:
+        a.execute("CALL imgfeat.featurize('public.faces', 'faces_resume', %s, batch_size => 32)", (resnet18,))
+        assert a.execute("SELECT count(*), count(DISTINCT id) FROM faces_resume").fetchone() == (312, 312)
+        assert a.execute("SELECT count(*) FROM faces_resume WHERE array_length(features, 1) <> 512").fetchone() == (0,)
+
+
+def test_bad_arguments(analyst: psycopg.Connection[Any], faces_table: str, resnet18: str) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        analyst.execute("CALL imgfeat.featurize('public.faces', 'x1', %s, batch_size => 0)", (resnet18,))
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        analyst.execute("CALL imgfeat.featurize('public.faces', 'x1', %s, on_error => 'ignore')", (resnet18,))
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as exc:
+        analyst.execute("CALL imgfeat.featurize('public.faces', 'x1', %s, image_column => 'id')", (resnet18,))
+    assert "bytea" in (exc.value.diag.message_primary or "")
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        analyst.execute("CALL imgfeat.featurize('public.faces', 'x1', 'no_model')")
+    assert analyst.execute("SELECT to_regclass('x1')").fetchone() == (None,)
