@@ -71,6 +71,7 @@ __all__ = [
     "image_to_tensor",
     "images_to_batch",
     "preprocess",
+    "to_rgb",
 ]
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -148,7 +149,8 @@ def decode(
 
     Args:
         data: the encoded image (any bytes-like object).
-        max_pixels: largest ``width * height`` accepted, read from the header before decoding.
+        max_pixels: largest ``width * height`` accepted, read from the header before decoding
+            (:data:`DEFAULT_MAX_PIXELS`).
         draft_size: ``(width, height)`` the decoded image must still cover, in display
             orientation (after EXIF rotation). A JPEG larger than twice that decodes at 1/2,
             1/4 or 1/8 scale (libjpeg DCT scaling); other formats ignore it.
@@ -161,7 +163,8 @@ def decode(
     Raises:
         ImageTooLargeError: the header declares more than ``max_pixels`` pixels.
         ImageDecodeError: empty, unrecognised, unsupported (e.g. HEIF), damaged or truncated
-            data; the message says which.
+            data; the message says which (Pillow's own message is in ``detail``).
+        InvalidParameterError: ``max_pixels`` < 1 or a bad ``background``.
     """
     fixed = None if draft_size is None else (max(1, int(draft_size[0])), max(1, int(draft_size[1])))
     return _decode(data, max_pixels, _check_color(background, "background"), lambda w, h: fixed)
@@ -173,6 +176,8 @@ def _decode(
     background: Color,
     draft_for: Callable[[int, int], tuple[int, int] | None],
 ) -> Image.Image:
+    if max_pixels < 1:
+        raise InvalidParameterError(f"max_pixels must be positive, not {max_pixels}")
     if data is None:
         raise ImageDecodeError("image is NULL")
     n = len(data)
@@ -182,14 +187,17 @@ def _decode(
         warnings.simplefilter("ignore")
         img = _open(data, max_pixels)
         fmt = img.format or "image"
+        jpeg = fmt in ("JPEG", "MPO")
+        orientation = 1
         try:
-            orientation = _orientation(img) if fmt in ("JPEG", "MPO") else 1
-            size = draft_for(*_oriented(img.size, orientation))
-            if size is not None and fmt in ("JPEG", "MPO"):
-                if orientation in _ORIENTATION_SWAPS_AXES:
-                    size = (size[1], size[0])
-                img.draft("RGB", (max(1, size[0]), max(1, size[1])))
-            img.load()
+            if jpeg:  # only libjpeg can decode at a reduced size; it needs the orientation first
+                orientation = _orientation(img)
+                size = draft_for(*_oriented(img.size, orientation))
+                if size is not None:
+                    if orientation in _ORIENTATION_SWAPS_AXES:
+                        size = (size[1], size[0])
+                    img.draft("RGB", (max(1, size[0]), max(1, size[1])))
+            img.load()  # decode now, so that damaged and truncated data fail here
         except ImageDecodeError:
             raise
         except MemoryError:
@@ -197,7 +205,7 @@ def _decode(
         except Exception as e:  # Pillow plugins raise OSError, SyntaxError, ValueError, EOFError, ...
             raise _load_error(e, fmt, n) from e
         try:
-            if fmt not in ("JPEG", "MPO"):
+            if not jpeg:
                 orientation = _orientation(img)
             rgb = to_rgb(img, background)
             method = _TRANSPOSE.get(orientation)

@@ -8,7 +8,7 @@ from PIL import Image, ImageFile
 
 import imagefactory as fac
 from imgfeat import image as im
-from imgfeat.errors import ImageDecodeError, ImageTooLargeError
+from imgfeat.errors import ImageDecodeError, ImageTooLargeError, InvalidParameterError
 from imgfeat.spec import torchvision_imagenet
 
 BROKEN = fac.broken_images()
@@ -109,6 +109,16 @@ def test_limit_is_ours_whatever_pillows_global_is(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ImageTooLargeError):
         im.decode(BROKEN["huge_header_png"])
     assert Image.MAX_IMAGE_PIXELS == pillow_limit  # restored
+
+
+def test_bytes_like_inputs_and_bad_arguments() -> None:
+    data = GOOD["png_rgb"]
+    for form in (bytearray(data), memoryview(data)):
+        assert np.asarray(im.decode(form)).tolist() == np.asarray(im.decode(data)).tolist()  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="max_pixels must be positive"):
+        im.decode(data, max_pixels=0)
+    with pytest.raises(InvalidParameterError, match="background"):
+        im.decode(data, background=(0, 0, 256))
 
 
 @pytest.mark.parametrize("name", ["png_1x1", "png_5000x1", "png_1x5000"])
