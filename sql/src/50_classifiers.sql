@@ -1,0 +1,117 @@
+-- Logistic-regression classifiers: train (CALL imgfeat.train_logistic_regression), store
+-- (imgfeat.classifiers, plain numbers), predict (scalar and set-based), evaluate.
+-- Everything runs with the caller's rights (SECURITY INVOKER). Server side: imgfeat/classifiers.py.
+
+CREATE TABLE imgfeat.classifiers (
+    name              text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+    format            text NOT NULL DEFAULT 'imgfeat.logistic_regression/1',
+    classes           text[] NOT NULL CHECK (pg_catalog.array_ndims(classes) = 1 AND pg_catalog.cardinality(classes) >= 2),
+    label_type        text NOT NULL CHECK (label_type IN ('text', 'integer', 'boolean')),
+    coefficients      float8[] NOT NULL CHECK (pg_catalog.array_ndims(coefficients) = 2),
+    intercepts        float8[] NOT NULL CHECK (pg_catalog.array_ndims(intercepts) = 1),
+    scale_mean        float8[],
+    scale_std         float8[],
+    feature_dim       integer NOT NULL CHECK (feature_dim > 0),
+    hyperparameters   jsonb NOT NULL,
+    model_name        text,
+    training_source   text,
+    training_rows     bigint NOT NULL CHECK (training_rows >= 2),
+    n_iterations      integer,
+    training_metrics  jsonb NOT NULL,
+    warnings          text[] NOT NULL DEFAULT '{}',
+    library_versions  jsonb NOT NULL,
+    trained_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    trained_by        name NOT NULL DEFAULT current_user,
+    owner             name NOT NULL DEFAULT current_user,
+    CHECK (pg_catalog.array_length(coefficients, 2) = feature_dim),
+    CHECK (pg_catalog.array_length(coefficients, 1) = pg_catalog.cardinality(intercepts)),
+    CHECK (pg_catalog.array_length(coefficients, 1) =
+           CASE WHEN pg_catalog.cardinality(classes) = 2 THEN 1 ELSE pg_catalog.cardinality(classes) END),
+    CHECK ((scale_mean IS NULL) = (scale_std IS NULL)),
+    CHECK (scale_mean IS NULL OR (pg_catalog.cardinality(scale_mean) = feature_dim AND pg_catalog.cardinality(scale_std) = feature_dim))
+);
+COMMENT ON TABLE imgfeat.classifiers IS
+'Logistic-regression classifiers trained by CALL imgfeat.train_logistic_regression, as plain numbers (never pickled code). For a feature vector x (float8[d], d = feature_dim): z = (x - scale_mean) / scale_std (skipped when scale_mean is NULL, i.e. trained with normalize => false); scores s = coefficients * z + intercepts. Binary (2 classes): coefficients is float8[1][d], P(classes[2]) = 1 / (1 + exp(-s[1])). Multiclass (k > 2 classes): coefficients is float8[k][d], row i for classes[i], P = softmax(s). classes are sorted (numbers numerically, false < true, text by code point) and stored as text; label_type is the training labels'' type. hyperparameters: l1_weight, l2_weight, max_iterations, normalize, class_weight, C, l1_ratio, solver, tol, random_state, multiclass. model_name: the featurizer model of the training features (the source''s model_name column), or NULL. training_metrics: accuracy, log_loss (and roc_auc for binary) on the training rows. format: the version of this layout. owner is kept when a classifier is replaced; trained_by is who trained this version.';
+COMMENT ON COLUMN imgfeat.classifiers.coefficients IS
+'2-D float8[k][d] weights over standardised features (when scale_mean is set): k = 1 for binary (weights of the positive class classes[2]), k = number of classes for multiclass (row i for classes[i]).';
+COMMENT ON COLUMN imgfeat.classifiers.scale_mean IS 'float8[d] training mean of each feature, or NULL (normalize => false).';
+COMMENT ON COLUMN imgfeat.classifiers.scale_std IS 'float8[d] training population standard deviation (ddof 0) of each feature, 1 for constant features, or NULL (normalize => false).';
+COMMENT ON COLUMN imgfeat.classifiers.owner IS 'The role that owns this classifier name (kept on replace).';
+SELECT pg_catalog.pg_extension_config_dump('imgfeat.classifiers', '');
+GRANT SELECT, INSERT, UPDATE, DELETE ON imgfeat.classifiers TO PUBLIC;
+
+CREATE PROCEDURE imgfeat.train_logistic_regression(
+    classifier_name text,
+    source regclass,
+    features_column text DEFAULT 'features',
+    label_column text DEFAULT 'label',
+    l1_weight float8 DEFAULT 0,
+    l2_weight float8 DEFAULT 1,
+    max_iterations integer DEFAULT 1000,
+    "normalize" boolean DEFAULT true,  -- NORMALIZE is an SQL keyword: named notation needs "normalize" => false
+    class_weight text DEFAULT NULL,
+    replace boolean DEFAULT false
+)
+LANGUAGE plpython3u
+AS $$
+if "imgfeat" not in GD:
+    plpy.execute("SELECT imgfeat._bootstrap()")
+GD["imgfeat"].train_logistic_regression(plpy, classifier_name, source, features_column, label_column,
+                                        l1_weight, l2_weight, max_iterations, normalize, class_weight, replace)
+$$;
+COMMENT ON PROCEDURE imgfeat.train_logistic_regression(text, regclass, text, text, float8, float8, integer, boolean, text, boolean) IS
+'Trains a logistic regression on every row of source (table or view) and stores it in imgfeat.classifiers as classifier_name. features_column: a 1-D array of numbers (real[] from imgfeat.featurize; all rows the same length d, finite, not NULL). label_column: text, integer or boolean; two distinct labels train a binary model, more a multinomial (softmax) one. Regularisation in rxLogisticRegression''s terms: minimise sum_i logloss_i + l1_weight * ||w||_1 + l2_weight / 2 * ||w||_2^2 (intercepts not penalised), solved by scikit-learn''s LogisticRegression with C = 1 / (l1_weight + l2_weight), l1_ratio = l1_weight / (l1_weight + l2_weight) (both 0: no penalty, C = infinity), solver lbfgs when l1_weight = 0 else saga, tol 1e-6, max_iter = max_iterations. "normalize" (quoted in named notation, NORMALIZE being an SQL keyword: "normalize" => false): standardise each feature by the training mean and population standard deviation first; the standardisation is stored with the model and applied at prediction. class_weight: NULL or ''balanced'' (n / (n_classes * rows of the class)). replace: overwrite an existing classifier of that name (its owner is kept). Rows are named in errors by the source''s id column (else ctid, else row number): errors for a single class, NULL labels, NULL / non-finite / multi-dimensional features, vectors of different lengths (at most 10 ids named), a name already taken without replace (42710), features of several featurizer models in the source''s model_name column. Not converging within max_iterations is a NOTICE with advice (the classifier is stored). The featurizer model is taken from a single-valued model_name column. Runs with the caller''s rights: the caller needs SELECT on source (else 42501).';
+
+CREATE FUNCTION imgfeat.predict(classifier_name text, features real[]) RETURNS text
+LANGUAGE plpython3u STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+if "imgfeat" not in GD:
+    plpy.execute("SELECT imgfeat._bootstrap()")
+return GD["imgfeat"].predict(plpy, classifier_name, features)
+$$;
+COMMENT ON FUNCTION imgfeat.predict(text, real[]) IS
+'The most probable class (as text: integer and boolean labels as their text form) of one feature vector real[d] under the classifier. NULL features give NULL. Errors: unknown classifier (42704; known ones listed in DETAIL), a vector of another length than the classifier''s feature_dim, NaN/infinite/NULL elements (22023). The classifier is cached per backend and reloaded when its row changes (one indexed query per call). For whole tables imgfeat.predict_table is faster.';
+
+CREATE FUNCTION imgfeat.predict_proba(classifier_name text, features real[]) RETURNS jsonb
+LANGUAGE plpython3u STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+if "imgfeat" not in GD:
+    plpy.execute("SELECT imgfeat._bootstrap()")
+return GD["imgfeat"].predict_proba(plpy, classifier_name, features)
+$$;
+COMMENT ON FUNCTION imgfeat.predict_proba(text, real[]) IS
+'Class probabilities of one feature vector real[d] as jsonb {"label": probability, ...} over all the classifier''s classes (floats summing to 1). NULL features give NULL. Errors as imgfeat.predict.';
+
+CREATE FUNCTION imgfeat.predict_table(
+    classifier_name text,
+    source regclass,
+    features_column text DEFAULT 'features',
+    id_column text DEFAULT 'id'
+) RETURNS TABLE (id text, label text, probability float8)
+LANGUAGE plpython3u STABLE PARALLEL SAFE ROWS 1000
+SET search_path = pg_catalog, pg_temp
+AS $$
+if "imgfeat" not in GD:
+    plpy.execute("SELECT imgfeat._bootstrap()")
+return GD["imgfeat"].predict_table(plpy, classifier_name, source, features_column, id_column)
+$$;
+COMMENT ON FUNCTION imgfeat.predict_table(text, regclass, text, text) IS
+'Set-based imgfeat.predict: for every row of source (table or view), its id_column (as text), the most probable class and that class''s probability (float8 in [0, 1]), in id order. Rows are read and scored 1000 at a time as one matrix, several times faster than calling imgfeat.predict per row. NULL features give a NULL label and probability. Errors: unknown classifier or column, vectors of the wrong length or with NaN/infinite/NULL elements (ids named, at most 10). Runs with the caller''s rights.';
+
+CREATE FUNCTION imgfeat.evaluate(
+    classifier_name text,
+    source regclass,
+    features_column text DEFAULT 'features',
+    label_column text DEFAULT 'label'
+) RETURNS jsonb
+LANGUAGE plpython3u STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+if "imgfeat" not in GD:
+    plpy.execute("SELECT imgfeat._bootstrap()")
+return GD["imgfeat"].evaluate_classifier(plpy, classifier_name, source, features_column, label_column)
+$$;
+COMMENT ON FUNCTION imgfeat.evaluate(text, regclass, text, text) IS
+'Scores the classifier on every row of source (labels compared as text) and returns jsonb: n; accuracy; log_loss (natural log, mean); macro_f1; per_class {label: {precision, recall, f1, support}} (0 where undefined); confusion_matrix {labels, matrix} (rows: true class, columns: predicted, in the order of labels); for binary classifiers also auc (ROC AUC, positive class = classes[2]) and roc {fpr, tpr, thresholds} (the first threshold, "no row positive", is max(score) + 1), both null when the rows hold one class only. Errors: NULL labels or features, labels that are not classes of the classifier, vectors of the wrong length or not finite (ids named, at most 10). Runs with the caller''s rights.';
