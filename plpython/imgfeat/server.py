@@ -348,3 +348,52 @@ def featurize_table(
         plpy, source, target, model_name, id_column, image_column, batch_size, on_error,
         load_model=load_model, tunables=tunables, image_root=image_root,
     )
+
+
+# --------------------------------------------------------------------------- classifiers (imgfeat.classifiers)
+
+
+@entry_point
+def train_logistic_regression(
+    plpy: Any, classifier_name: str, source: str, features_column: str, label_column: str, l1_weight: float,
+    l2_weight: float, max_iterations: int, normalize: bool, class_weight: str | None, replace: bool,
+) -> None:
+    """``CALL imgfeat.train_logistic_regression``: see :func:`imgfeat.classifiers.train`."""
+    from . import classifiers
+
+    classifiers.train(
+        plpy, classifier_name, source, features_column, label_column, l1_weight, l2_weight, max_iterations,
+        normalize, class_weight, replace,
+    )
+
+
+@entry_point
+def predict(plpy: Any, classifier_name: str, features: list[float] | None) -> str | None:
+    """``imgfeat.predict``: see :func:`imgfeat.classifiers.predict`."""
+    from . import classifiers
+
+    return classifiers.predict(plpy, classifier_name, features)
+
+
+@entry_point
+def predict_proba(plpy: Any, classifier_name: str, features: list[float] | None) -> str | None:
+    """``imgfeat.predict_proba`` (JSON text): see :func:`imgfeat.classifiers.predict_proba`."""
+    from . import classifiers
+
+    return classifiers.predict_proba(plpy, classifier_name, features)
+
+
+@entry_point
+def predict_table(plpy: Any, classifier_name: str, source: str, features_column: str, id_column: str) -> Any:
+    """``imgfeat.predict_table``: see :func:`imgfeat.classifiers.predict_table`."""
+    from . import classifiers
+
+    return classifiers.predict_table(plpy, classifier_name, source, features_column, id_column)
+
+
+@entry_point
+def evaluate_classifier(plpy: Any, classifier_name: str, source: str, features_column: str, label_column: str) -> str:
+    """``imgfeat.evaluate`` (JSON text): see :func:`imgfeat.classifiers.evaluate`."""
+    from . import classifiers
+
+    return classifiers.evaluate(plpy, classifier_name, source, features_column, label_column)
