@@ -136,6 +136,13 @@ class Progress:
         self.failed = 0
         self.started = time.monotonic()
         self.last_notice = self.started
+        self.seconds = {"decode": 0.0, "inference": 0.0, "database": 0.0}
+
+    def timings(self) -> str:
+        """Seconds spent so far per stage, as JSON (decode runs overlapped with inference)."""
+        import json
+
+        return json.dumps({k: round(v, 3) for k, v in self.seconds.items()})
 
     @property
     def rate(self) -> float:
@@ -236,46 +243,38 @@ def featurize(
     )[0]["job_id"]
     update_job = plpy.prepare(
         "UPDATE imgfeat.featurize_jobs SET rows_done = $2, rows_failed = $3, images_per_second = $4, "
-        "updated_at = pg_catalog.clock_timestamp(), status = $5, "
+        "updated_at = pg_catalog.clock_timestamp(), status = $5, timings = $6::jsonb, "
         "finished_at = CASE WHEN $5 = 'running' THEN NULL ELSE pg_catalog.clock_timestamp() END "
         "WHERE job_id = $1",
-        ["int8", "int8", "int8", "float8", "text"],
+        ["int8", "int8", "int8", "float8", "text", "text"],
     )
     plpy.commit()
 
     progress = Progress(total)
-    last_id: Any = None
-    while True:
-        rows = (
-            plpy.execute(first, [model_name, batch_size])
-            if last_id is None
-            else plpy.execute(after, [model_name, batch_size, last_id])
-        )
-        if not rows:
-            break
-        last_id = rows[-1]["id"]
+    pool = _decode_pool()
+
+    def fetch(after_id: Any) -> list[Any]:
+        if after_id is None:
+            return list(plpy.execute(first, [model_name, batch_size]))
+        return list(plpy.execute(after, [model_name, batch_size, after_id]))
+
+    def submit(rows: list[Any]) -> Any:
         ids = [r["id"] for r in rows]
-        payloads: list[bytes | None] = []
-        failures: list[tuple[Any, ImgfeatError]] = []
-        for r in rows:
-            data = r["image"]
-            if data is None:
-                failures.append((r["id"], ImageDecodeError("image is NULL")))
-                payloads.append(None)
-                continue
-            if from_paths:
-                try:
-                    data = files.read_image_file(root, data)
-                except ImgfeatError as err:
-                    failures.append((r["id"], err))
-                    payloads.append(None)
-                    continue
-            payloads.append(data)
-        good_positions = [i for i, p in enumerate(payloads) if p is not None]
-        batch, ok_idx, bad = image.images_to_batch(
-            [payloads[i] for i in good_positions], spec, max_pixels=knobs["max_pixels"]
-        )
-        failures.extend((ids[good_positions[i]], err) for i, err in bad)
+        images = [r["image"] for r in rows]
+        return pool.submit(prepare_batch, ids, images, spec, knobs["max_pixels"], root if from_paths else None)
+
+    rows = fetch(None)
+    pending = submit(rows) if rows else None
+    while pending is not None:
+        prepared: Prepared = pending.result()
+        progress.seconds["decode"] += prepared.seconds
+        # Overlap: the next batch decodes in a worker thread while onnxruntime runs this one.
+        started = time.perf_counter()
+        next_rows = fetch(rows[-1]["id"])
+        pending = submit(next_rows) if next_rows else None
+        progress.seconds["database"] += time.perf_counter() - started
+        rows = next_rows
+        failures = prepared.failures
         if failures and on_error == "raise":
             bad_id, err = failures[0]
             raise type(err)(
@@ -284,13 +283,17 @@ def featurize(
                 hint=(err.hint + " " if err.hint else "")
                 + "Pass on_error => 'skip' to record failures in imgfeat.featurize_errors and go on.",
             )
-        good_ids = [ids[good_positions[i]] for i in ok_idx]
+        good_ids = prepared.good_ids
         if good_ids:
-            features = model.run(batch)
+            started = time.perf_counter()
+            features = model.run(prepared.batch)
+            progress.seconds["inference"] += time.perf_counter() - started
             if features.shape[1] != dim:
                 raise InvalidParameterError(
                     f"model {model_name!r} produced {features.shape[1]} features, registered as {dim}"
                 )
+        started = time.perf_counter()
+        if good_ids:
             id_text = "{" + ",".join(_array_element(i) for i in good_ids) + "}"
             plpy.execute(insert, [id_text, model_name, format_real_array(features), dim])
             plpy.execute(clear_errors, [src.oid, model_name, [str(i) for i in good_ids]])
@@ -298,15 +301,67 @@ def featurize(
             plpy.execute(record_error, [src.oid, str(bad_id), model_name, _error_class(err), err.message])
         progress.done += len(good_ids)
         progress.failed += len(failures)
-        plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "running"])
+        plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "running", progress.timings()])
         plpy.commit()
+        progress.seconds["database"] += time.perf_counter() - started
         now = time.monotonic()
         if now - progress.last_notice >= NOTICE_SECONDS:
             progress.last_notice = now
             plpy.notice(progress.message(model_name, tgt.quoted))
-    plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "done"])
+    plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "done", progress.timings()])
     plpy.commit()
     plpy.notice(progress.message(model_name, tgt.quoted))
+
+
+@dataclass
+class Prepared:
+    """A decoded batch: float32 NCHW tensor of the good images, their ids, and the failures."""
+
+    good_ids: list[Any]
+    batch: np.ndarray
+    failures: list[tuple[Any, ImgfeatError]]
+    seconds: float
+
+
+def prepare_batch(
+    ids: list[Any], images: list[Any], spec: Any, max_pixels: int, root: str | None
+) -> Prepared:
+    """Read (paths under ``root`` when given) and decode one batch. Runs in a worker thread:
+    it must not call ``plpy``."""
+    from . import files, image
+
+    started = time.perf_counter()
+    failures: list[tuple[Any, ImgfeatError]] = []
+    payloads: list[bytes | None] = []
+    keep: list[int] = []
+    for i, data in enumerate(images):
+        if data is None:
+            failures.append((ids[i], ImageDecodeError("image is NULL")))
+            continue
+        if root is not None:
+            try:
+                data = files.read_image_file(root, data)
+            except ImgfeatError as err:
+                failures.append((ids[i], err))
+                continue
+        keep.append(i)
+        payloads.append(data)
+    batch, ok, bad = image.images_to_batch(payloads, spec, max_pixels=max_pixels)
+    failures.extend((ids[keep[j]], err) for j, err in bad)
+    failures.sort(key=lambda f: ids.index(f[0]))
+    return Prepared([ids[keep[j]] for j in ok], batch, failures, time.perf_counter() - started)
+
+
+_POOL: list[Any] = []
+
+
+def _decode_pool() -> Any:
+    """One decoding thread per backend, created on first use."""
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgfeat-decode"))
+    return _POOL[0]
 
 
 def _array_element(value: Any) -> str:

@@ -39,6 +39,7 @@ class LoadedModel:
     fixed_batch: bool
     load_seconds: float
     meta: dict[str, Any] = field(default_factory=dict)
+    cache_key: str = ""
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Features for a float32 NCHW batch: returns float32 [N, D].
@@ -81,10 +82,11 @@ class SessionCache:
         self.loads: dict[str, int] = {}
         self.evictions = 0
 
-    def get(self, name: str, sha256: str, load: Callable[[], LoadedModel]) -> LoadedModel:
-        """The cached model if its sha256 matches, else ``load()`` it (and evict LRU past capacity)."""
+    def get(self, name: str, key: str, load: Callable[[], LoadedModel]) -> LoadedModel:
+        """The cached model if its ``key`` (sha256 and session options) matches, else ``load()`` it
+        (and evict the least recently used past capacity)."""
         cached = self._models.get(name)
-        if cached is not None and cached.sha256 == sha256:
+        if cached is not None and cached.cache_key == key:
             self._models.move_to_end(name)
             return cached
         if cached is not None:
@@ -92,6 +94,7 @@ class SessionCache:
         started = time.perf_counter()
         model = load()
         model.load_seconds = time.perf_counter() - started
+        model.cache_key = key
         self._models[name] = model
         self.loads[name] = self.loads.get(name, 0) + 1
         self.shrink()

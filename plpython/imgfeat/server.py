@@ -148,7 +148,8 @@ def load_model(plpy: Any, name: str, knobs: dict[str, int]) -> Any:
             meta={"info": info},
         )
 
-    model = cache.get(name, sha, load)
+    key = f"{sha}/{knobs['intra_op_num_threads']}/{knobs['inter_op_num_threads']}"
+    model = cache.get(name, key, load)
     info = model.meta["info"]
     if info.weights_origin == "synthetic" and name not in state["synthetic_noticed"]:
         state["synthetic_noticed"].add(name)

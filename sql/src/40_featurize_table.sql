@@ -34,6 +34,7 @@ CREATE TABLE imgfeat.featurize_jobs (
     rows_done         bigint NOT NULL DEFAULT 0,
     rows_failed       bigint NOT NULL DEFAULT 0,
     images_per_second float8,
+    timings           jsonb,
     pid               integer NOT NULL DEFAULT pg_catalog.pg_backend_pid(),
     started_by        name NOT NULL DEFAULT current_user,
     started_at        timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
@@ -52,7 +53,7 @@ SELECT j.job_id, j.source, j.target, j.model_name,
        round(j.images_per_second::numeric, 1) AS images_per_second,
        CASE WHEN j.status = 'running' AND j.images_per_second > 0
             THEN pg_catalog.make_interval(secs => (j.rows_total - j.rows_done - j.rows_failed) / j.images_per_second) END AS eta,
-       j.started_by, j.started_at, j.updated_at, j.finished_at, j.pid
+       j.timings, j.started_by, j.started_at, j.updated_at, j.finished_at, j.pid
 FROM imgfeat.featurize_jobs j;
 COMMENT ON VIEW imgfeat.featurize_progress IS
 'Progress of featurize jobs, readable from another session while a job runs: rows done/failed/total, percent, images per second, ETA; status running | done | interrupted (its backend is gone).';
