@@ -16,6 +16,58 @@ from typing import Any
 import psycopg
 
 from . import __version__, db, models
+from .download import DownloadError
+from .load import DEFAULT_MAX_BYTES, LoadError, LoadReport
+
+
+def _byte_size(text: str) -> int:
+    """``1048576``, ``512K``, ``64M``, ``1G`` (binary units) -> bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 67108864, 64M, 1G)") from None
+
+
+def _print_report(report: LoadReport) -> None:
+    for label, items in (("not an image", report.not_images), ("too large", report.too_large),
+                         ("unreadable", report.unreadable), ("ignored", report.ignored)):
+        for r in items:
+            print(f"imgfeat: {label}: {r.path}: {r.reason}", file=sys.stderr)
+    print(report.summary())
+
+
+def _load(conn: psycopg.Connection[Any], args: argparse.Namespace) -> None:
+    from .load import load_directory
+
+    report = load_directory(conn, args.directory, args.table, pattern=args.pattern, recursive=args.recursive,
+                            as_=args.as_, max_bytes=args.max_bytes, progress=not args.no_progress)
+    _print_report(report)
+
+
+def _datasets_cmu_faces(conn: psycopg.Connection[Any], args: argparse.Namespace) -> None:
+    from .datasets import CMU_FACES_URL, load_cmu_faces
+
+    report = load_cmu_faces(conn, args.table, source=args.source, download=args.download,
+                            url=args.url or CMU_FACES_URL, cache=args.cache, sha256=args.sha256,
+                            progress=not args.no_progress)
+    _print_report(report)
+
+
+def _models_download(conn: psycopg.Connection[Any] | None, args: argparse.Namespace) -> None:
+    from .download import download_model
+
+    got = download_model(conn, args.name, cache=args.cache, url=args.url, sha256=args.sha256,
+                         hash_prefix=args.hash_prefix, register=args.register, model_name=args.model_name,
+                         replace=args.replace, progress=not args.no_progress)
+    check = "checksum verified" if got.verified else "NOT verified (no checksum known for this file)"
+    print(f"downloaded {got.entry.name} to {got.path} ({check})")
+    if got.registered:
+        r = got.registered
+        print(f"registered {r['name']}: {r['architecture']}, {r['feature_dim']} features, sha256 {r['sha256'][:12]}")
 
 
 def _models_add(conn: psycopg.Connection[Any], args: argparse.Namespace) -> None:
@@ -75,14 +127,65 @@ def build_parser() -> argparse.ArgumentParser:
     rm = m.add_parser("remove", help="drop a model")
     rm.add_argument("name")
     rm.set_defaults(func=_models_remove)
+    dl = m.add_parser("download", help="download a catalogued pre-trained model and register it")
+    dl.add_argument("name", help="catalog name, e.g. torchvision/resnet18 or onnx-zoo/resnet18-v1-7")
+    dl.add_argument("--cache", metavar="DIR", help="download directory (default $XDG_CACHE_HOME/imgfeat)")
+    dl.add_argument("--url", help="a mirror of the same file (the catalog's checksum still applies)")
+    dl.add_argument("--sha256", metavar="HEX", help="expected sha256, overriding the catalog's")
+    dl.add_argument("--hash-prefix", metavar="HEX", help="expected sha256 prefix (8+ hex digits), overriding the catalog's")
+    dl.add_argument("--register", action=argparse.BooleanOptionalAction, default=True,
+                    help="register the model in the database after downloading (default: yes)")
+    dl.add_argument("--model-name", metavar="NAME", help="registered name (default: the catalog name after '/')")
+    dl.add_argument("--replace", action="store_true", help="overwrite a model of the same name")
+    dl.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dl.set_defaults(func=_models_download, needs_db=lambda a: a.register)
+
+    ld = sub.add_parser("load", help="load image files from a directory into a table")
+    ld.add_argument("directory")
+    ld.add_argument("--table", required=True, help="target table, name or schema.name (created if missing)")
+    ld.add_argument("--pattern", default="*", help="glob for file names (default: every file)")
+    ld.add_argument("--recursive", action="store_true", help="descend into subdirectories")
+    ld.add_argument("--as", dest="as_", choices=("bytes", "paths"), default="bytes",
+                    help="store the bytes (image bytea, default) or the absolute path (image text)")
+    ld.add_argument("--max-bytes", type=_byte_size, default=DEFAULT_MAX_BYTES, metavar="N",
+                    help="refuse files larger than N bytes (suffixes K, M, G; default 64M)")
+    ld.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ld.set_defaults(func=_load)
+
+    ds = sub.add_parser("datasets", help="public data sets as tables").add_subparsers(dest="dataset", required=True)
+    cmu = ds.add_parser("cmu-faces", help="CMU Face Images (UCI 124): every image with its metadata and split")
+    cmu.add_argument("--table", default="cmu_faces", help="target table (default cmu_faces)")
+    where = cmu.add_mutually_exclusive_group(required=True)
+    where.add_argument("--source", metavar="DIR", help="the faces directory (or one containing it)")
+    where.add_argument("--download", action="store_true", help="download the archive from UCI")
+    cmu.add_argument("--url", help="archive URL for --download (default: the UCI repository)")
+    cmu.add_argument("--cache", metavar="DIR", help="download directory (default $XDG_CACHE_HOME/imgfeat/datasets)")
+    cmu.add_argument("--sha256", metavar="HEX", help="expected sha256 of the archive")
+    cmu.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cmu.set_defaults(func=_datasets_cmu_faces)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from imgfeat.errors import ImgfeatError
+
     args = build_parser().parse_args(argv)
+    needs_db = getattr(args, "needs_db", lambda a: True)(args)
     try:
-        with db.connect(args.dsn) as conn:
-            args.func(conn, args)
+        if needs_db:
+            with db.connect(args.dsn) as conn:
+                args.func(conn, args)
+        else:
+            args.func(None, args)
+    except (DownloadError, LoadError, ValueError) as exc:
+        print(f"imgfeat: {exc}", file=sys.stderr)
+        return 1
+    except ImgfeatError as exc:
+        print(f"imgfeat: {exc.message}", file=sys.stderr)
+        for extra in (exc.detail, exc.hint):
+            if extra:
+                print(f"  {extra}", file=sys.stderr)
+        return 1
     except psycopg.Error as exc:
         diag = getattr(exc, "diag", None)
         msg = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
