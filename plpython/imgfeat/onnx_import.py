@@ -389,19 +389,34 @@ def _inferred_shape(model: onnx.ModelProto, tensor: str) -> list[int | None] | N
 def _probe_shape(
     model: onnx.ModelProto, feature: str, input_name: str, batch: int | None, height: int | None, width: int | None
 ) -> list[int | None]:
-    """Shape of ``feature`` found by running the (pruned) model once on zeros."""
+    """Shape of ``feature`` found by running the (pruned) model on zeros: once at the fixed
+    input size, or at two sizes (``PROBE_SIZE`` and ``PROBE_SIZE + 32``) when the input size is
+    dynamic, which must then give the same feature size."""
     import onnxruntime as ort
 
     channels = _value_shape(next(i for i in model.graph.input if i.name == input_name))[1] or 3
+    saved = list(model.graph.output)
     del model.graph.output[:]
     model.graph.output.append(helper.make_empty_tensor_value_info(feature))
     try:
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        x = np.zeros((1, channels, height or PROBE_SIZE, width or PROBE_SIZE), np.float32)
-        (y,) = sess.run([feature], {input_name: x})
+        sizes = [PROBE_SIZE] if height and width else [PROBE_SIZE, PROBE_SIZE + 32]
+        shapes = []
+        for size in sizes:
+            x = np.zeros((1, channels, height or size, width or size), np.float32)
+            shapes.append(list(sess.run([feature], {input_name: x})[0].shape))
     except Exception as e:  # onnxruntime raises its own exception types
         raise ModelError(f"cannot determine the shape of {feature!r}: onnxruntime failed", detail=str(e)[:2000]) from None
-    shape: list[int | None] = list(y.shape)
+    finally:
+        del model.graph.output[:]
+        model.graph.output.extend(saved)
+    if any(s[1:] != shapes[0][1:] for s in shapes):
+        raise ModelError(
+            f"the size of {feature!r} depends on the input size ({' vs '.join(_fmt(s[1:]) for s in shapes)} "
+            f"at {' and '.join(f'{n}x{n}' for n in sizes)})",
+            hint="pick a layer after global pooling, or export the model with a fixed input size",
+        )
+    shape: list[int | None] = list(shapes[0])
     shape[0] = batch
     return shape
 

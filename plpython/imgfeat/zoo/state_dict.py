@@ -93,7 +93,7 @@ def check_state_dict(arch: str, state_dict: Mapping[str, Any], *, head: bool) ->
         raise ModelError(
             f"the weights do not fit {arch}: " + "; ".join(problems),
             detail=f"{len(missing)} missing, {len(wrong)} mis-shaped, {len(unexpected)} unexpected",
-            hint="check that the file holds a torchvision/timm " + arch + " state dict",
+            hint=_guess_hint(sd) or f"check that the file holds a torchvision/timm {arch} state dict",
         )
     out: dict[str, np.ndarray] = {}
     for k in want:
@@ -102,6 +102,17 @@ def check_state_dict(arch: str, state_dict: Mapping[str, Any], *, head: bool) ->
             raise ModelError(f"weight {k} has dtype {arr.dtype}; floating point expected")
         out[k] = arr.astype(np.float32, copy=False)
     return out
+
+
+def _guess_hint(sd: Mapping[str, Any]) -> str | None:
+    """``these weights fit <arch>`` if the names and shapes fit another architecture."""
+    have = {k: tuple(np.shape(v)) for k, v in sd.items() if not k.endswith(_IGNORED_SUFFIX)}
+    for name, spec in ARCHITECTURES.items():
+        want = expected_shapes(name, head=False)
+        rest = {k: s for k, s in have.items() if not k.startswith(spec.head_prefix)}
+        if rest == want:
+            return f"these weights fit {name}"
+    return None
 
 
 def normalize_names(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,7 +149,8 @@ def load_state_dict(path: str | os.PathLike[str], arch: str | None = None) -> di
       importable. A checkpoint dict holding the weights under ``state_dict`` or ``model`` is
       unwrapped.
 
-    A ``module.`` prefix is stripped. If ``arch`` is given the result is checked with
+    A ``module.`` prefix is stripped; ``num_batches_tracked`` buffers are 0-d int arrays, as in
+    torch. If ``arch`` is given the result is checked with
     :func:`check_state_dict` (head optional).
 
     Raises:
@@ -160,6 +172,9 @@ def load_state_dict(path: str | os.PathLike[str], arch: str | None = None) -> di
             hint="use a .safetensors file, or a torch .pth/.pt file",
         )
     sd = normalize_names(sd)
+    for k, v in sd.items():  # safetensors' numpy API writes 0-d arrays as shape (1,)
+        if k.endswith(_IGNORED_SUFFIX) and np.shape(v) == (1,):
+            sd[k] = np.asarray(v).reshape(())
     if arch is not None:
         check_state_dict(arch, sd, head=False)
     return sd
