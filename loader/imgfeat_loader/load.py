@@ -9,6 +9,11 @@ The table (created if missing) holds one row per file::
     sha256     text NOT NULL          -- hex sha256 of the file's bytes
     loaded_at  timestamptz NOT NULL DEFAULT now()
 
+The ``image`` bytea column is set to ``STORAGE EXTERNAL`` (TOASTed out of line, never
+compressed): image formats are compressed already, and pglz on raw formats such as PGM cost
+the server most of the load time (loads several times slower in ``bench/load_bench.py``) for
+little space.
+
 Rows arrive through binary ``COPY ... FROM STDIN (FORMAT BINARY)`` in batches (at most
 :data:`BATCH_FILES` files or :data:`BATCH_BYTES` bytes), each batch in its own transaction:
 an interrupted load keeps the finished batches and a re-run picks up the rest.
@@ -33,6 +38,7 @@ are inside its ``imgfeat.image_root``.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import os
@@ -201,6 +207,8 @@ def ensure_table(
         exists = conn.execute("SELECT pg_catalog.to_regclass(%s)", (table.as_string(conn),)).fetchone()
         if exists and exists[0] is None:
             conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table, sql.SQL(", ").join(cols)))
+            if image_type == "bytea":  # out of line, uncompressed: see the module docstring
+                conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN image SET STORAGE EXTERNAL").format(table))
             if comment:
                 conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(table, sql.Literal(comment)))
             return
@@ -233,8 +241,11 @@ def connection(target: Any) -> Iterator[psycopg.Connection[Any]]:
 
 
 def scan(directory: str | os.PathLike[str], pattern: str = "*", recursive: bool = False) -> list[Path]:
-    """Regular files in ``directory`` matching the glob ``pattern`` (at any depth if
-    ``recursive``), as absolute resolved paths, sorted, without duplicates.
+    """Regular files in ``directory`` whose names match the glob ``pattern`` (:mod:`fnmatch`
+    rules: ``*`` also matches a leading dot), at any depth if ``recursive``, as absolute
+    resolved paths, sorted, without duplicates. Symlinked files are followed; symlinked
+    directories are not descended into. A pattern containing ``/`` is matched by
+    :meth:`pathlib.Path.glob` / ``rglob`` instead.
 
     Raises:
         LoadError: ``directory`` is not a directory.
@@ -242,8 +253,21 @@ def scan(directory: str | os.PathLike[str], pattern: str = "*", recursive: bool 
     d = Path(directory).expanduser()
     if not d.is_dir():
         raise LoadError(f"{os.fspath(directory)!r} is not a directory")
-    found = d.rglob(pattern) if recursive else d.glob(pattern)
-    return sorted({p.resolve() for p in found if p.is_file()})
+    root = d.resolve()
+    if "/" in pattern:
+        found = root.rglob(pattern) if recursive else root.glob(pattern)
+        return sorted({p.resolve() for p in found if p.is_file()})
+    out: set[Path] = set()
+    pending = [str(root)]
+    while pending:
+        dirpath = pending.pop()
+        with os.scandir(dirpath) as entries:  # DirEntry caches the file type: no stat per file
+            for e in entries:
+                if recursive and e.is_dir(follow_symlinks=False):
+                    pending.append(e.path)
+                elif fnmatch.fnmatchcase(e.name, pattern) and e.is_file():
+                    out.add(Path(os.path.realpath(e.path)) if e.is_symlink() else Path(e.path))
+    return sorted(out)
 
 
 @dataclass
@@ -414,5 +438,8 @@ def load_directory(
         ValueError: ``as_`` or ``max_bytes`` out of range.
         psycopg.Error: connection or permission problems (e.g. no CREATE on the schema).
     """
+    started = time.perf_counter()
     files = scan(directory, pattern, recursive)
-    return load_files(dsn_or_engine, files, table, as_=as_, max_bytes=max_bytes, progress=progress)
+    report = load_files(dsn_or_engine, files, table, as_=as_, max_bytes=max_bytes, progress=progress)
+    report.seconds = time.perf_counter() - started  # the directory scan included
+    return report

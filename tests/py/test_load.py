@@ -60,6 +60,8 @@ def test_load_directory_loads_reports_and_is_idempotent(conn: psycopg.Connection
     assert report.seconds > 0 and report.images_per_second == pytest.approx(5 / report.seconds)
     got = rows(conn, "load_basic")
     assert len(got) == 5
+    assert conn.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = 'load_basic'::regclass "
+                        "AND attname = 'image'").fetchone() == ("e",)  # external: uncompressed
     for path, (image, size, sha, _id) in got.items():
         data = Path(path).read_bytes()
         assert Path(path).is_absolute() and Path(path).parent == image_dir.resolve()
@@ -85,6 +87,19 @@ def test_pattern_and_recursive(conn: psycopg.Connection[Any], image_dir: Path) -
     assert (report.files, report.loaded) == (5, 4)  # empty.png is not an image
     names = sorted(Path(p).name for p in rows(conn, "load_pattern"))
     assert names == ["deep.png", "img0.png", "img1.png", "img2.png"]
+
+
+def test_scan_symlinks_and_slash_patterns(image_dir: Path) -> None:
+    from imgfeat_loader.load import scan
+
+    (image_dir / "alias.png").symlink_to(image_dir / "img0.png")  # the same file twice: once
+    (image_dir / "linkdir").symlink_to(image_dir / "sub", target_is_directory=True)  # not descended into
+    root = image_dir.resolve()
+    assert scan(image_dir, "*.png") == [root / "empty.png", root / "img0.png", root / "img1.png", root / "img2.png"]
+    assert scan(image_dir, "*.png", recursive=True) == [
+        root / "empty.png", root / "img0.png", root / "img1.png", root / "img2.png", root / "sub" / "deep.png"]
+    assert scan(image_dir, "sub/*.png") == [root / "sub" / "deep.png"]
+    assert scan(image_dir, "nothing*") == []
 
 
 def test_too_large_is_refused_with_a_clear_message(conn: psycopg.Connection[Any], tmp_path: Path) -> None:
