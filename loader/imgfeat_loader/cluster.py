@@ -111,7 +111,7 @@ class LocalCluster:
             self.port = free_port()
         opts = (
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=40"
+            "-c fsync=off -c full_page_writes=off -c max_connections=40"
         )
         proc = self._run(
             str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),

@@ -15,30 +15,6 @@ import pytest
 from imagefactory import broken_images
 
 
-def load_faces(conn: psycopg.Connection[Any], table: str, files: list[Path]) -> None:
-    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, path text, image bytea)")
-    with conn.cursor().copy(f"COPY {table} (id, path, image) FROM STDIN") as copy:
-        for i, p in enumerate(files, start=1):
-            copy.write_row((i, str(p), p.read_bytes()))
-
-
-@pytest.fixture(scope="module")
-def faces_table(dsn: str, face_files: list[Path], analyst_dsn: str) -> str:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        load_faces(c, "public.faces", face_files)
-        c.execute("GRANT SELECT ON public.faces TO imgfeat_test_analyst")
-    return "public.faces"
-
-
-@pytest.fixture(scope="module")
-def faces_features(dsn: str, faces_table: str, resnet18: str, analyst_dsn: str) -> dict[int, np.ndarray]:
-    """CALL imgfeat.featurize once as the analyst; returns id -> features."""
-    with psycopg.connect(analyst_dsn, autocommit=True) as a:
-        a.execute("CALL imgfeat.featurize('public.faces', 'faces_r18', %s, batch_size => 16)", (resnet18,))
-        rows = a.execute("SELECT id, features FROM faces_r18 WHERE model_name = %s ORDER BY id", (resnet18,)).fetchall()
-    return {i: np.asarray(f, dtype=np.float32) for i, f in rows}
-
-
 def test_featurize_312_faces_equals_featurize_image(
     analyst: psycopg.Connection[Any], faces_features: dict[int, np.ndarray], resnet18: str
 ) -> None:
