@@ -38,7 +38,7 @@ install-lib:
 	@mkdir -p $(LIBDEST)
 	@if ! cmp -s $(LOCK) $(LIBDEST)/.requirements.lock; then \
 		echo "installing server-side packages for $(PLPYTHON) into $(LIBDEST)"; \
-		$(PLPYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+		$(PLPYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
 			--upgrade --target $(LIBDEST) -r $(LOCK) && cp $(LOCK) $(LIBDEST)/.requirements.lock; \
 	fi
 	rm -rf $(LIBDEST)/imgfeat
