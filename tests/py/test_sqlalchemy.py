@@ -150,3 +150,33 @@ def test_resolve_dsn_from_engine(engine: Engine, dsn: str) -> None:
         row = c.execute("SELECT current_database(), current_user").fetchone()
     p = conninfo.conninfo_to_dict(dsn)
     assert row == (p["dbname"], p["user"])
+
+
+def test_predict_and_predict_proba(engine: Engine, dsn: str, resnet18: str, face_files: list[Path]) -> None:
+    """The whole chain through SQLAlchemy: features into a FeatureVector column, a classifier
+    trained in the database, then predict / predict_proba, checked against plain SQL."""
+    left = [f for f in face_files if "_left_" in f.name][:6]
+    right = [f for f in face_files if "_right_" in f.name][:6]
+    t = Table("sa_clf_faces", MetaData(), Column("id", Integer, primary_key=True), Column("label", Text),
+              Column("image", LargeBinary), Column("features", FeatureVector(512)))
+    t.drop(engine, checkfirst=True)
+    t.create(engine)
+    with engine.begin() as c:
+        c.execute(t.insert(), [{"id": i, "label": "left" if f in left else "right", "image": f.read_bytes()}
+                               for i, f in enumerate(left + right)])
+        c.execute(t.update().values(features=featurize_image(t.c.image, resnet18)))
+    with psycopg.connect(dsn, autocommit=True) as pc:
+        pc.execute("CALL imgfeat.train_logistic_regression('sa_clf', 'sa_clf_faces'::regclass, replace => true)")
+        ref = pc.execute("SELECT imgfeat.predict('sa_clf', features), imgfeat.predict_proba('sa_clf', features) "
+                         "FROM sa_clf_faces ORDER BY id").fetchall()
+    with engine.connect() as c:
+        got = c.execute(select(predict("sa_clf", t.c.features), predict_proba("sa_clf", t.c.features))
+                        .order_by(t.c.id)).all()
+        nested = c.execute(select(predict("sa_clf", featurize_image(t.c.image, resnet18))).order_by(t.c.id)).scalars().all()
+    assert [tuple(r) for r in got] == ref
+    assert nested == [r[0] for r in ref]
+    labels = ["left"] * 6 + ["right"] * 6
+    assert [r[0] for r in got] == labels  # 12 training images, separable: fitted exactly
+    for (label, proba), want in zip(got, labels):
+        assert set(proba) == {"left", "right"} and abs(sum(proba.values()) - 1) < 1e-9
+        assert proba[want] > 0.5
