@@ -11,6 +11,8 @@ mismatched range) restarts from byte 0. A response that ends before its ``Conten
 (connection dropped) is resumed the same way, up to ``retries`` times, then raises
 :class:`DownloadError`. Only when the file is complete and its checksum verified is
 ``.part`` renamed to the final name, so a file under its final name is always whole.
+Without a checksum, a ``.part`` left from an older version of a file that changed on the
+server would be completed with the new version's tail: give a checksum, or delete ``.part``.
 """
 
 from __future__ import annotations
