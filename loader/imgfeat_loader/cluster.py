@@ -104,9 +104,21 @@ class LocalCluster:
         with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as fh:
             fh.write(lines)
 
+    @property
+    def running(self) -> bool:
+        """Whether a server runs on this data directory (``pg_ctl status``)."""
+        if not (self.data_dir / "postmaster.pid").exists():
+            return False
+        return self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "status").returncode == 0
+
     def start(self) -> "LocalCluster":
-        """Initialise if needed and start the server; waits until it accepts connections."""
+        """Initialise if needed and start the server; waits until it accepts connections.
+        A server already running on the data directory is reused (its port read from postmaster.pid)."""
         self.init()
+        if self.running:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            self.port = int(lines[3])
+            return self
         if not self.port:
             self.port = free_port()
         opts = (
