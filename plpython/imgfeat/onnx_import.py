@@ -19,8 +19,9 @@ result serialised once. Shapes are inferred on a weightless copy of the graph.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import onnx
@@ -121,7 +122,7 @@ def prepare_feature_extractor(
             f"the model's output {feature!r} has shape {_fmt(shape)}, not [N, D] or [N, D, 1, 1]",
             hint="name the feature layer (a tensor or node) with output",
         )
-    dim = int(np.prod(shape[1:]))
+    dim = math.prod(int(d or 0) for d in shape[1:])  # all static here
     if classifier_dim is not None and classifier_dim != dim:
         raise ModelError(
             f"the classifier's weight expects {classifier_dim} features but {feature!r} has shape {_fmt(shape)}"
@@ -287,9 +288,8 @@ def _auto_feature_tensor(
                 dim = w[1] if attrs.get("transB", 0) else w[0]
     else:
         if node.op_type == "Add":
-            mm = [producers.get(i) for i in node.input]
-            mm = [m for m in mm if m is not None and m.op_type == "MatMul"]
-            node = mm[0] if len(mm) == 1 else node
+            matmuls = [m for m in (producers.get(i) for i in node.input) if m is not None and m.op_type == "MatMul"]
+            node = matmuls[0] if len(matmuls) == 1 else node
         if node.op_type == "MatMul" and is_const(node.input[1]):
             data = node.input[0]
             w = _constant_shape(graph, producers, node.input[1])

@@ -11,7 +11,6 @@ where.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +218,6 @@ def built(request: pytest.FixtureRequest, cmu_faces: Path) -> Built:
 
 def test_synthetic_features_on_faces(built: Built) -> None:
     b = built
-    arch = b.arch
     f = b.features
     assert f.shape == (2, b.spec.feature_dim)
     assert f.dtype == np.float32
@@ -252,14 +250,12 @@ def test_extractor_graph(built: Built) -> None:
 
 def test_batch_of_one_equals_batch_of_two(built: Built) -> None:
     b = built
-    arch = b.arch
     one = b.session.run(["features"], {"input": b.images[1:]})[0]
     assert rel_err(one[0], b.features[1]) < REL_TOL
 
 
 def test_matches_torch_topology(built: Built) -> None:
     b = built
-    arch = b.arch
     assert b.torch_features.shape == b.features.shape
     assert rel_err(b.features, b.torch_features) < REL_TOL
 
@@ -283,7 +279,6 @@ def test_classifier_matches_torch_logits(built: Built) -> None:
 )
 def test_torch_export_cut_automatically(built: Built) -> None:
     b = built
-    arch = b.arch
     buf = io.BytesIO()
     torch.onnx.export(
         b.torch, (torch.from_numpy(b.images[:1]),), buf, input_names=["data"], output_names=["prob"],

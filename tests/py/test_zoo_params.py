@@ -61,7 +61,9 @@ def test_param_count_excludes_batchnorm_buffers() -> None:
 
 def test_torchvision_names_and_shapes() -> None:
     r50 = zoo.expected_shapes("resnet50")
-    assert list(r50)[:6] == ["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var", "layer1.0.conv1.weight"]
+    assert list(r50)[:6] == [
+        "conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var", "layer1.0.conv1.weight",
+    ]
     assert r50["conv1.weight"] == (64, 3, 7, 7)
     assert r50["layer1.0.downsample.0.weight"] == (256, 64, 1, 1)
     assert r50["layer2.0.conv2.weight"] == (128, 128, 3, 3)

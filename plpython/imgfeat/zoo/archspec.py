@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..spec import Preprocessing, torchvision_imagenet
 from . import alexnet as _alexnet

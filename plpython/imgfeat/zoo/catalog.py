@@ -183,6 +183,6 @@ def verify(entry: CatalogEntry, path: str | os.PathLike[str]) -> bool:
         return True
     raise ModelError(
         f"{os.fspath(path)!r} does not match catalog entry {entry.name}",
-        detail=f"sha256 {digest}; expected {' or '.join(known) or entry.hash_prefix + '...'}",
+        detail=f"sha256 {digest}; expected {' or '.join(known) if known else f'{entry.hash_prefix}...'}",
         hint=f"download it again from {entry.url}",
     )

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, MutableMapping
+from typing import Any
+from collections.abc import Mapping, MutableMapping
 
 import numpy as np
 import onnx
@@ -322,9 +323,8 @@ class OnnxBackend(Backend):
         w = np.asarray(self.state[f"{name}.weight"], np.float32)
         b = np.asarray(self.state[f"{name}.bias"], np.float32) if bias else None
         if bn is not None:
-            w, b = fold_batchnorm(
-                w, b, *(np.asarray(self.state[f"{bn}.{s}"]) for s in BN_SUFFIXES)
-            )
+            gamma, beta, mean, var = (np.asarray(self.state[f"{bn}.{s}"]) for s in BN_SUFFIXES)
+            w, b = fold_batchnorm(w, b, gamma, beta, mean, var)
         inputs = [x.name, self.g.constant(f"{name}.weight", w)]
         if b is not None:
             inputs.append(self.g.constant(f"{name}.bias", b))

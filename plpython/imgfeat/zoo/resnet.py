@@ -42,7 +42,7 @@ def resnet(b: Backend, x: Any, arch: str, *, head: bool, num_classes: int = 1000
     x = b.conv(x, "conv1", 3, 64, 7, stride=2, pad=3, bias=False, bn="bn1", relu=True)
     x = b.maxpool(x, 3, 2, 1)
     inplanes = 64
-    for stage, (blocks, planes) in enumerate(zip(counts, (64, 128, 256, 512)), start=1):
+    for stage, (blocks, planes) in enumerate(zip(counts, (64, 128, 256, 512), strict=True), start=1):
         for i in range(blocks):
             p = f"layer{stage}.{i}"
             stride = 2 if (i == 0 and stage > 1) else 1

@@ -8,7 +8,8 @@ A state dict here is ``{torchvision parameter name: numpy array}``, e.g. ``conv1
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
