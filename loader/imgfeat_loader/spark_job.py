@@ -1,0 +1,379 @@
+"""The executor side of ``featurize_spark``: featurize one Spark partition with the imgfeat library.
+
+Everything here runs inside a PySpark Python worker, and nothing here imports pyspark: the
+functions take plain Python iterables, so they can be tested (and reused, e.g. by Dask or
+a process pool) without Spark. The driver side is :mod:`imgfeat_loader.spark`.
+
+Per partition:
+
+1. the model: an onnxruntime session built once per Python worker from the broadcast ONNX
+   bytes (verified against the registered sha256 again, cached by sha256, so reused by
+   every later partition the worker runs; PySpark reuses workers by default);
+2. rows ``(id, image bytes or None)`` are taken ``batch_size`` at a time; with a PostgreSQL
+   target, ids that already have features for the model are dropped first (one query per
+   batch), so a job run again after an interruption featurizes only what is missing;
+3. each batch is decoded and preprocessed by :func:`imgfeat.image.images_to_batch` with the
+   model's :class:`~imgfeat.spec.Preprocessing` (exactly what ``CALL imgfeat.featurize``
+   does in the database) and run through :meth:`imgfeat.runtime.LoadedModel.run`;
+4. the features are written in one transaction per batch: ``COPY`` into a temporary table,
+   then ``INSERT ... SELECT ... ON CONFLICT (id, model_name) DO NOTHING`` into the target
+   (idempotent on id and model; a batch is committed whole or not at all).
+
+Failed images: ``on_error='skip'`` records them (and, for a table source, in
+``imgfeat.featurize_errors`` like the database does) and goes on; ``'raise'`` stops the
+partition at the first failing batch without writing it and reports the failure to the
+driver, which raises it after the job (a decode error is deterministic: letting Spark
+retry the task would only fail again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from imgfeat.errors import ImageDecodeError, ImgfeatError, ModelError
+from imgfeat.image import DEFAULT_MAX_PIXELS
+from imgfeat.registry import ModelInfo
+
+ON_ERROR = ("raise", "skip")
+MAX_BATCH = 4096
+MAX_REPORTED_FAILURES = 100
+"""Failures listed per partition in the summary (all are counted)."""
+
+_MODELS: dict[str, Any] = {}
+"""sha256 -> LoadedModel, per Python worker process (lives as long as the worker)."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What every partition needs; pickled to the executors with the task.
+
+    Attributes:
+        model_name: the registered model's name (the ``model_name`` column of the target).
+        info: the model's registry row (input/output names, feature_dim, preprocessing).
+        batch_size: images per onnxruntime run and per committed transaction (1..4096).
+        on_error: ``raise`` or ``skip``.
+        dsn: libpq connection string the executors write with (None: no database writes).
+        target: the target table, schema-qualified and quoted (None for Parquet output).
+        id_type: the SQL type of the target's id column (``text`` for files), as
+            ``format_type`` prints it.
+        source_oid: OID of the source table (failures go to imgfeat.featurize_errors), or None.
+        max_pixels: images whose header declares more pixels fail (ImageTooLargeError).
+        intra_op_threads: onnxruntime intra-op threads per task (match ``spark.task.cpus``).
+    """
+
+    model_name: str
+    info: ModelInfo
+    batch_size: int = 32
+    on_error: str = "raise"
+    dsn: str | None = None
+    target: str | None = None
+    id_type: str = "text"
+    source_oid: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    intra_op_threads: int = 1
+
+    def __post_init__(self) -> None:
+        from imgfeat.errors import InvalidParameterError
+
+        if self.on_error not in ON_ERROR:
+            raise InvalidParameterError(f"on_error must be 'raise' or 'skip', not {self.on_error!r}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise InvalidParameterError(f"batch_size must be between 1 and {MAX_BATCH}, not {self.batch_size}")
+
+
+@dataclass
+class Failure:
+    """An image that could not be featurized: its id, error class name and message."""
+
+    id: Any
+    error_class: str
+    message: str
+    detail: str | None = None
+    hint: str | None = None
+
+
+@dataclass
+class PartitionSummary:
+    """What one partition did (returned to the driver)."""
+
+    featurized: int = 0
+    already_done: int = 0
+    failed: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    stopped: bool = False
+    """True when ``on_error='raise'`` stopped the partition at a failing batch."""
+
+    def add_failure(self, failure: Failure) -> None:
+        self.failed += 1
+        if len(self.failures) < MAX_REPORTED_FAILURES:
+            self.failures.append(failure)
+
+
+def verify_model_bytes(info: ModelInfo, data: bytes | None) -> bytes:
+    """``data`` if its size and sha256 match the registry row, else raise ModelError.
+
+    Raises:
+        ModelError: bytes missing (no chunks), of another size or another sha256.
+    """
+    if data is None:
+        raise ModelError(f"model {info.name!r} has no stored bytes (imgfeat.model_onnx returned NULL)")
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != info.size_bytes or digest != info.sha256:
+        raise ModelError(
+            f"model {info.name!r}: stored bytes do not match the registered sha256",
+            detail=f"expected {info.size_bytes} bytes with sha256 {info.sha256}, "
+            f"read {len(data)} bytes with sha256 {digest}",
+            hint="Register the model again (imgfeat.register_model(..., replace => true)).",
+        )
+    return data
+
+
+def model_for(spec: JobSpec, model_bytes: Any) -> Any:
+    """The worker's cached :class:`imgfeat.runtime.LoadedModel` for ``spec.info.sha256``.
+
+    ``model_bytes`` is the ONNX bytes or a zero-argument callable returning them (a Spark
+    broadcast's ``.value``, read only on a cache miss).
+    """
+    from imgfeat import runtime
+
+    info = spec.info
+    cached = _MODELS.get(info.sha256)
+    if cached is not None:
+        return cached
+    data = verify_model_bytes(info, model_bytes() if callable(model_bytes) else model_bytes)
+    session = runtime.create_session(data, spec.intra_op_threads, 1)
+    model = runtime.LoadedModel(
+        name=info.name, sha256=info.sha256, session=session, input_name=info.input_name,
+        output_name=info.output_name, fixed_batch=info.fixed_batch, load_seconds=0.0, meta={"info": info},
+    )
+    _MODELS.clear()  # one model per worker at a time: a job ships one model
+    _MODELS[info.sha256] = model
+    return model
+
+
+def error_class(err: ImgfeatError) -> str:
+    """snake_case of the error's class name, e.g. ImageDecodeError -> image_decode_error
+    (the ``error_class`` column of imgfeat.featurize_errors)."""
+    name = type(err).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def featurize_batch(
+    spec: JobSpec, model: Any, ids: list[Any], payloads: list[bytes | None]
+) -> tuple[list[Any], np.ndarray, list[Failure]]:
+    """Decode, preprocess and run one batch.
+
+    Returns:
+        ``(good_ids, features, failures)``: features float32 [len(good_ids), feature_dim].
+
+    Raises:
+        ModelError: the model's output width differs from the registered feature_dim.
+    """
+    from imgfeat.image import images_to_batch
+
+    info = spec.info
+    failures: list[Failure] = []
+    present = [i for i, p in enumerate(payloads) if p is not None]
+    for i, p in enumerate(payloads):
+        if p is None:
+            failures.append(Failure(ids[i], "image_decode_error", "image is NULL"))
+    batch, ok, bad = images_to_batch([payloads[i] for i in present], info.preprocessing, max_pixels=spec.max_pixels)
+    for i, err in bad:
+        failures.append(Failure(ids[present[i]], error_class(err), err.message, err.detail, err.hint))
+    good_ids = [ids[present[i]] for i in ok]
+    if not good_ids:
+        return [], np.empty((0, info.feature_dim), dtype=np.float32), failures
+    features = model.run(batch)
+    if features.shape[1] != info.feature_dim:
+        raise ModelError(
+            f"model {info.name!r} produced {features.shape[1]} features, registered as {info.feature_dim}"
+        )
+    return good_ids, features, failures
+
+
+class _Writer:
+    """One connection per partition: done-id lookups, COPY + INSERT ... ON CONFLICT per batch."""
+
+    TEMP = "imgfeat_spark_batch"
+
+    def __init__(self, spec: JobSpec) -> None:
+        import psycopg
+
+        assert spec.dsn is not None and spec.target is not None
+        self.spec = spec
+        self.conn = psycopg.connect(spec.dsn, autocommit=False, application_name="imgfeat spark executor")
+        self.conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {self.TEMP} (id {spec.id_type}, features real[]) ON COMMIT DELETE ROWS"
+        )
+        self.conn.commit()
+        self._done = (
+            f"SELECT t.id FROM {spec.target} t WHERE t.model_name = %s AND t.id = ANY (%s::{spec.id_type}[])"
+        )
+        self._insert = (
+            f"INSERT INTO {spec.target} (id, model_name, features) SELECT b.id, %s, b.features "
+            f"FROM pg_temp.{self.TEMP} b ON CONFLICT (id, model_name) DO NOTHING"
+        )
+
+    def done(self, ids: list[Any]) -> set[Any]:
+        """The ids of ``ids`` that already have features for the model."""
+        rows = self.conn.execute(self._done, (self.spec.model_name, ids)).fetchall()
+        self.conn.commit()
+        return {r[0] for r in rows}
+
+    def write(self, ids: list[Any], features: np.ndarray, failures: list[Failure]) -> int:
+        """Insert the batch (and record/clear failures for a table source) in one transaction;
+        returns the rows inserted (fewer than ``len(ids)`` when a concurrent job got there first)."""
+        spec = self.spec
+        inserted = 0
+        with self.conn.transaction():
+            if ids:
+                with self.conn.cursor() as cur:
+                    with cur.copy(f"COPY pg_temp.{self.TEMP} (id, features) FROM STDIN") as copy:
+                        for i, vec in zip(ids, features.astype(np.float32).tolist()):
+                            copy.write_row((i, vec))
+                    cur.execute(self._insert, (spec.model_name,))
+                    inserted = cur.rowcount
+            if spec.source_oid is not None:
+                if ids:
+                    self.conn.execute(
+                        "DELETE FROM imgfeat.featurize_errors WHERE source = %s::oid::regclass "
+                        "AND model_name = %s AND id = ANY (%s::text[])",
+                        (spec.source_oid, spec.model_name, [str(i) for i in ids]),
+                    )
+                for f in failures:
+                    self.conn.execute(
+                        "INSERT INTO imgfeat.featurize_errors (source, id, model_name, error_class, message) "
+                        "VALUES (%s::oid::regclass, %s, %s, %s, %s)",
+                        (spec.source_oid, str(f.id), spec.model_name, f.error_class, f.message),
+                    )
+        self.conn.commit()
+        return inserted
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _batches(rows: Iterable[tuple[Any, bytes | None]], size: int) -> Iterator[list[tuple[Any, bytes | None]]]:
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def write_partition(
+    spec: JobSpec, model_bytes: Any, rows: Iterable[tuple[Any, bytes | None]]
+) -> PartitionSummary:
+    """Featurize ``rows`` (id, encoded image or None) into ``spec.target``; see the module docstring.
+
+    Raises:
+        ModelError: the bytes do not match the registered sha256, or the output width is wrong.
+        psycopg.Error: the database refused a write (Spark retries the task; committed
+            batches are not redone).
+    """
+    summary = PartitionSummary()
+    writer: _Writer | None = None
+    model = None
+    try:
+        for chunk in _batches(rows, spec.batch_size):
+            if writer is None:
+                writer = _Writer(spec)
+            done = writer.done([i for i, _ in chunk])
+            todo = [(i, p) for i, p in chunk if i not in done]
+            summary.already_done += len(chunk) - len(todo)
+            if not todo:
+                continue
+            if model is None:
+                model = model_for(spec, model_bytes)
+            good_ids, features, failures = featurize_batch(spec, model, [i for i, _ in todo], [p for _, p in todo])
+            if failures and spec.on_error == "raise":
+                summary.add_failure(failures[0])
+                summary.stopped = True
+                return summary
+            writer.write(good_ids, features, failures)
+            summary.featurized += len(good_ids)
+            for f in failures:
+                summary.add_failure(f)
+    finally:
+        if writer is not None:
+            writer.close()
+    return summary
+
+
+def feature_rows(
+    spec: JobSpec, model_bytes: Any, rows: Iterable[tuple[Any, bytes | None]], failed: Any = None
+) -> Iterator[tuple[Any, str, list[float]]]:
+    """Featurize ``rows`` and yield ``(id, model_name, features)`` (for Parquet output).
+
+    ``failed``: with ``on_error='skip'``, called with each :class:`Failure` (a Spark
+    accumulator's ``add``); None drops them silently.
+
+    Raises:
+        ImgfeatError: with ``on_error='raise'``, the first failed image's error, naming its id.
+    """
+    model = None
+    for chunk in _batches(rows, spec.batch_size):
+        if model is None:
+            model = model_for(spec, model_bytes)
+        good_ids, features, failures = featurize_batch(spec, model, [i for i, _ in chunk], [p for _, p in chunk])
+        if failures and spec.on_error == "raise":
+            raise failure_error(failures[0])
+        for f in failures:
+            if failed is not None:
+                failed(f)
+        for i, vec in zip(good_ids, features.astype(np.float32).tolist()):
+            yield i, spec.model_name, vec
+
+
+def failure_error(f: Failure) -> ImgfeatError:
+    """The ImgfeatError (of the failure's class) that ``on_error='raise'`` raises for ``f``."""
+    import imgfeat.errors as errors
+
+    cls_name = "".join(part.capitalize() for part in f.error_class.split("_"))
+    cls = getattr(errors, cls_name, ImageDecodeError)
+    if not (isinstance(cls, type) and issubclass(cls, ImgfeatError)):
+        cls = ImageDecodeError
+    return cls(
+        f"image id={f.id} could not be featurized: {f.message}",
+        detail=f.detail,
+        hint=(f.hint + " " if f.hint else "") + "Pass on_error='skip' to record failures and go on.",
+    )
+
+
+def read_table_range(
+    spec: JobSpec, source: str, id_column: str, image_column: str, lower: Any, upper: Any
+) -> Iterator[tuple[Any, bytes | None]]:
+    """Stream ``(id, image)`` of the rows of ``source`` with ``lower < id <= upper`` (None: unbounded),
+    in id order, through a server-side cursor; with a PostgreSQL target, only the rows that
+    have no features yet for the model.
+
+    ``source``, ``id_column`` and ``image_column`` are already quoted identifiers (the
+    driver quotes them); the bounds and the model name are passed as parameters.
+    """
+    import psycopg
+
+    assert spec.dsn is not None
+    where = [f"s.{id_column} IS NOT NULL"]
+    params: list[Any] = []
+    if lower is not None:
+        where.append(f"s.{id_column} > %s")
+        params.append(lower)
+    if upper is not None:
+        where.append(f"s.{id_column} <= %s")
+        params.append(upper)
+    if spec.target is not None:
+        where.append(f"NOT EXISTS (SELECT 1 FROM {spec.target} t WHERE t.id = s.{id_column} AND t.model_name = %s)")
+        params.append(spec.model_name)
+    query = (
+        f"SELECT s.{id_column}, s.{image_column} FROM {source} s WHERE {' AND '.join(where)} ORDER BY s.{id_column}"
+    )
+    with psycopg.connect(spec.dsn, application_name="imgfeat spark reader") as conn:
+        with conn.cursor(name="imgfeat_spark_read") as cur:
+            cur.itersize = max(spec.batch_size, 16)
+            cur.execute(query, params)
+            for row in cur:
+                yield row[0], row[1]
