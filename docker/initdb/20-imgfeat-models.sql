@@ -11,7 +11,8 @@
 
 SELECT m.name, m.architecture, m.weights_origin, m.feature_dim, m.size_bytes
 FROM pg_catalog.jsonb_array_elements(
-         coalesce(pg_catalog.pg_read_file(:'imgfeat_manifest', true), '[]')::jsonb
+         CASE WHEN pg_catalog.pg_stat_file(:'imgfeat_manifest', true) IS NULL THEN '[]'::jsonb
+              ELSE pg_catalog.pg_read_file(:'imgfeat_manifest')::jsonb END
      ) WITH ORDINALITY AS e(model, n)
 CROSS JOIN LATERAL imgfeat.register_model(
     name           => e.model->>'name',
