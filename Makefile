@@ -25,7 +25,7 @@ include $(PGXS)
 SQL_SOURCES = $(sort $(wildcard sql/src/*.sql))
 
 $(DATA_built): $(SQL_SOURCES) $(EXTENSION).control Makefile
-	sed 's|@IMGFEAT_LIB_DIR@|$(IMGFEAT_LIB_DIR)|g' $(SQL_SOURCES) > $@
+	sed -e 's|@IMGFEAT_LIB_DIR@|$(IMGFEAT_LIB_DIR)|g' -e 's|@EXTVERSION@|$(EXTVERSION)|g' $(SQL_SOURCES) > $@
 
 LIBDEST = $(DESTDIR)$(IMGFEAT_LIB_DIR)/$(EXTVERSION)
 LOCK = plpython/requirements.lock

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,11 @@ class Registry:
             hint="Register one with imgfeat.register_model(...) or the CLI: imgfeat models add NAME --synthetic resnet18",
         )
 
+    def row(self, name: str) -> dict[str, Any] | None:
+        """The registry row of ``name`` (without bytes), or None."""
+        rows = self.plpy.execute(self._info, [name])
+        return dict(rows[0]) if rows else None
+
     def sha256(self, name: str) -> str:
         """The registered sha256 of ``name``. Raises ModelNotFoundError listing the registered models."""
         rows = self.plpy.execute(self._sha, [name])
@@ -121,6 +127,47 @@ class Registry:
                 hint="Register the model again (imgfeat.register_model(..., replace => true)).",
             )
         return bytes(buf)
+
+
+FILE_CACHE_DIR = "imgfeat_models"
+"""The server-side model file cache, relative to the backend's working directory (the data
+directory): ``<sha256>.onnx`` files written when a backend first reads a model from the
+table, so that parallel workers (which cannot query) can load it. Verified on every read."""
+
+
+def _cached_path(sha256: str) -> str:
+    return os.path.join(os.getcwd(), FILE_CACHE_DIR, f"{sha256}.onnx")
+
+
+def read_cached(info: ModelInfo) -> bytes | None:
+    """The model's bytes from the file cache if present and intact (size and sha256), else None."""
+    path = _cached_path(info.sha256)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    if len(data) != info.size_bytes or hashlib.sha256(data).hexdigest() != info.sha256:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return None
+    return data
+
+
+def write_cached(sha256: str, data: bytes) -> None:
+    """Write a model's bytes to the file cache (atomically; best effort: errors are ignored)."""
+    path = _cached_path(sha256)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def store(
@@ -175,4 +222,5 @@ def store(
     view = memoryview(onnx_bytes)
     for number, offset in enumerate(range(0, len(onnx_bytes), CHUNK_BYTES)):
         plpy.execute(chunk, [name, number, bytes(view[offset : offset + CHUNK_BYTES])])
+    write_cached(sha, onnx_bytes)
     return sha

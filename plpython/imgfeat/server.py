@@ -73,24 +73,47 @@ def missing_package(name: str) -> MissingPackageError:
     )
 
 
-def _state(plpy: Any) -> dict[str, Any]:
-    """Backend state, created on first use: registry plans, session cache, configured ceilings."""
-    if "registry" not in _STATE:
-        from . import runtime, settings
-        from .registry import Registry
+def in_parallel_mode() -> bool:
+    """Whether this backend is in parallel mode (a parallel worker, or a leader running a
+    parallel plan), where PL/Python's SPI calls fail: each opens a subtransaction, which
+    PostgreSQL refuses in parallel mode. Asks the server's own ``IsInParallelMode()``
+    through ctypes; if that symbol cannot be found, answers True (the cautious side)."""
+    import ctypes
 
-        conf = settings.config_settings(plpy)
-        _STATE["config"] = conf
-        _STATE["registry"] = Registry(plpy)
+    try:
+        func = ctypes.CDLL(None).IsInParallelMode
+    except (AttributeError, OSError):
+        return True
+    func.restype = ctypes.c_bool
+    func.argtypes = []
+    return bool(func())
+
+
+def _cache() -> Any:
+    """The backend's session cache and notice bookkeeping (no SPI)."""
+    if "cache" not in _STATE:
+        from . import runtime
+
         _STATE["cache"] = runtime.SessionCache(runtime.DEFAULT_CACHE_SIZE)
         _STATE["synthetic_noticed"] = set()
+    return _STATE["cache"]
+
+
+def _state(plpy: Any) -> dict[str, Any]:
+    """Backend state that needs SPI, created on first use: registry plans, configured ceilings."""
+    if "registry" not in _STATE:
+        from . import settings
+        from .registry import Registry
+
+        _cache()
+        _STATE["registry"] = Registry(plpy)
         _STATE["tunables"] = plpy.prepare(
             "SELECT pg_catalog.current_setting('imgfeat.max_image_pixels', true) AS max_pixels, "
             "pg_catalog.current_setting('imgfeat.intra_op_num_threads', true) AS intra, "
             "pg_catalog.current_setting('imgfeat.inter_op_num_threads', true) AS inter, "
             "pg_catalog.current_setting('imgfeat.session_cache_size', true) AS cache_size"
         )
-        _STATE["max_pixels_ceiling"] = _pixel_ceiling(conf)
+        _STATE["max_pixels_ceiling"] = _pixel_ceiling(settings.config_settings(plpy))
     return _STATE
 
 
@@ -102,57 +125,73 @@ def _pixel_ceiling(conf: dict[str, str]) -> int:
                               "imgfeat.max_image_pixels", minimum=1)
 
 
-def _as_int(raw: str | None, default: int, name: str) -> int:
-    from . import settings
+def knobs_from(max_pixels: str | None, intra: str | None, inter: str | None, cache_size: str | None,
+               ceiling: int) -> dict[str, int]:
+    """Session tunables from their ``current_setting`` texts; ``max_pixels`` is capped at ``ceiling``."""
+    from . import runtime, settings
 
-    return settings.parse_int(raw, default, name)
-
-
-def tunables(plpy: Any) -> dict[str, int]:
-    """Session tunables read now: max image pixels (capped), onnxruntime threads, cache size."""
-    from . import runtime
-
-    state = _state(plpy)
-    row = plpy.execute(state["tunables"])[0]
-    ceiling = state["max_pixels_ceiling"]
     return {
-        "max_pixels": min(_as_int(row["max_pixels"], ceiling, "imgfeat.max_image_pixels"), ceiling),
-        "intra_op_num_threads": _as_int(row["intra"], runtime.DEFAULT_INTRA_OP_THREADS, "imgfeat.intra_op_num_threads"),
-        "inter_op_num_threads": _as_int(row["inter"], 1, "imgfeat.inter_op_num_threads"),
-        "session_cache_size": max(1, _as_int(row["cache_size"], runtime.DEFAULT_CACHE_SIZE, "imgfeat.session_cache_size")),
+        "max_pixels": min(settings.parse_int(max_pixels, ceiling, "imgfeat.max_image_pixels", minimum=1), ceiling),
+        "intra_op_num_threads": settings.parse_int(intra, runtime.DEFAULT_INTRA_OP_THREADS, "imgfeat.intra_op_num_threads"),
+        "inter_op_num_threads": settings.parse_int(inter, 1, "imgfeat.inter_op_num_threads"),
+        "session_cache_size": settings.parse_int(cache_size, runtime.DEFAULT_CACHE_SIZE, "imgfeat.session_cache_size", minimum=1),
     }
 
 
-def load_model(plpy: Any, name: str, knobs: dict[str, int]) -> Any:
-    """The backend's cached :class:`~imgfeat.runtime.LoadedModel` for ``name``.
-
-    One query per call checks the registered sha256; the session is (re)loaded only when
-    it changed or was evicted. Raises ModelNotFoundError listing the registered models.
-    """
-    from . import runtime
-
+def tunables(plpy: Any) -> dict[str, int]:
+    """Session tunables read now through SPI: max image pixels (capped), onnxruntime threads, cache size."""
     state = _state(plpy)
-    registry = state["registry"]
-    cache: runtime.SessionCache = state["cache"]
+    row = plpy.execute(state["tunables"])[0]
+    return knobs_from(row["max_pixels"], row["intra"], row["inter"], row["cache_size"], state["max_pixels_ceiling"])
+
+
+def model_from_row(plpy: Any, name: str, row: dict[str, Any] | None, knobs: dict[str, int]) -> Any:
+    """The backend's cached :class:`~imgfeat.runtime.LoadedModel` for the registry row ``row``.
+
+    No SPI when the session is cached. On a miss the ONNX bytes come from the server-side
+    file cache (``<data directory>/imgfeat_models/<sha256>.onnx``, verified) or, outside
+    parallel mode, from ``imgfeat.model_chunks`` (then written to the file cache, so
+    parallel workers find them). The session is (re)loaded when the model's sha256 or the
+    thread settings changed, or it was evicted.
+
+    Raises:
+        ModelNotFoundError: ``row`` is None (listing the registered models when SPI is allowed).
+        ModelError: bytes missing from the file cache in parallel mode, or corrupt.
+    """
+    from . import registry, runtime
+    from .errors import ModelError, ModelNotFoundError
+
+    cache: runtime.SessionCache = _cache()
     cache.shrink(knobs["session_cache_size"])
-    sha = registry.sha256(name)
+    if row is None:
+        if in_parallel_mode():
+            raise ModelNotFoundError(f"model {name!r} is not registered", hint="SELECT name FROM imgfeat.models;")
+        raise _state(plpy)["registry"].not_found(name)
+    info = registry.ModelInfo.from_row(row)
 
     def load() -> runtime.LoadedModel:
-        info = registry.info(name)
-        session = runtime.create_session(
-            registry.read_bytes(info), knobs["intra_op_num_threads"], knobs["inter_op_num_threads"]
-        )
+        data = registry.read_cached(info)
+        if data is None:
+            if in_parallel_mode():
+                raise ModelError(
+                    f"model {name!r} is not in the server's model file cache, which parallel workers need",
+                    hint="Run the query once without parallelism (SET max_parallel_workers_per_gather = 0), "
+                    "or register the model again.",
+                )
+            data = _state(plpy)["registry"].read_bytes(info)
+            registry.write_cached(info.sha256, data)
+        session = runtime.create_session(data, knobs["intra_op_num_threads"], knobs["inter_op_num_threads"])
         return runtime.LoadedModel(
             name=name, sha256=info.sha256, session=session, input_name=info.input_name,
             output_name=info.output_name, fixed_batch=info.fixed_batch, load_seconds=0.0,
             meta={"info": info},
         )
 
-    key = f"{sha}/{knobs['intra_op_num_threads']}/{knobs['inter_op_num_threads']}"
+    key = f"{info.sha256}/{knobs['intra_op_num_threads']}/{knobs['inter_op_num_threads']}"
     model = cache.get(name, key, load)
-    info = model.meta["info"]
-    if info.weights_origin == "synthetic" and name not in state["synthetic_noticed"]:
-        state["synthetic_noticed"].add(name)
+    noticed = _STATE["synthetic_noticed"]
+    if info.weights_origin == "synthetic" and name not in noticed:
+        noticed.add(name)
         plpy.notice(
             f"imgfeat: model {name!r} has synthetic (seeded random) weights, not pre-trained ones",
             detail="Its features are fit for tests and offline demos only.",
@@ -161,15 +200,32 @@ def load_model(plpy: Any, name: str, knobs: dict[str, int]) -> Any:
     return model
 
 
+def load_model(plpy: Any, name: str, knobs: dict[str, int]) -> Any:
+    """:func:`model_from_row` with the registry row read through SPI (not for parallel mode)."""
+    registry = _state(plpy)["registry"]
+    return model_from_row(plpy, name, registry.row(name), knobs)
+
+
 @entry_point
-def featurize_image(plpy: Any, image: bytes | None, model_name: str, resize: str | None = None) -> Any:
-    """``imgfeat.featurize_image``: one image's feature vector (float32 [D]) or ``None`` for a NULL image."""
+def featurize_image(
+    plpy: Any, image: bytes | None, model_row: dict[str, Any] | None, model_name: str, resize: str | None,
+    max_pixels: str | None, intra: str | None, inter: str | None, cache_size: str | None,
+) -> Any:
+    """``imgfeat.featurize_image``: one image's feature vector (float32 [D]) or ``None`` for a NULL image.
+
+    Parallel safe: the SQL wrapper passes the model's registry row and the session's
+    settings, so a cached model needs no SPI at all.
+    """
     if image is None:
         return None
     from . import image as img
 
-    knobs = tunables(plpy)
-    model = load_model(plpy, model_name, knobs)
+    if "max_pixels_ceiling" in _STATE or not in_parallel_mode():
+        ceiling = _state(plpy)["max_pixels_ceiling"]
+    else:
+        ceiling = img.DEFAULT_MAX_PIXELS
+    knobs = knobs_from(max_pixels, intra, inter, cache_size, ceiling)
+    model = model_from_row(plpy, model_name, model_row, knobs)
     spec = model.meta["info"].preprocessing
     if resize is not None:
         spec = spec.replace(resize=resize)
@@ -331,10 +387,16 @@ def featurize_image_file(plpy: Any, path: str | None, model_name: str, resize: s
     """``imgfeat.featurize_image_file``: features of a file under ``imgfeat.image_root``."""
     if path is None:
         return None
-    from . import files
+    from . import files, image
 
     data = files.read_image_file(image_root(plpy), path)
-    return featurize_image.__wrapped__(plpy, data, model_name, resize)  # type: ignore[attr-defined]
+    knobs = tunables(plpy)
+    model = load_model(plpy, model_name, knobs)
+    spec = model.meta["info"].preprocessing
+    if resize is not None:
+        spec = spec.replace(resize=resize)
+    tensor = image.image_to_tensor(data, spec, max_pixels=knobs["max_pixels"])
+    return model.run(tensor[None])[0]
 
 
 @entry_point

@@ -3,7 +3,7 @@
 -- Placeholder settings are hidden from pg_settings and any user can SET them, so settings
 -- that widen what the server may do are read from the configuration files only.
 CREATE FUNCTION imgfeat._config_settings() RETURNS TABLE (name text, setting text)
-LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+LANGUAGE sql STABLE PARALLEL RESTRICTED SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT DISTINCT ON (f.name) f.name, f.setting
@@ -15,7 +15,7 @@ COMMENT ON FUNCTION imgfeat._config_settings() IS
 'Internal. The imgfeat.* settings as the server configuration files (postgresql.conf, postgresql.auto.conf from ALTER SYSTEM) set them: name, value. SECURITY DEFINER over pg_file_settings (superuser-only), restricted to imgfeat.*. Settings that widen what the server may do (imgfeat.python_lib_dir, imgfeat.image_root) are honoured only from here.';
 
 CREATE FUNCTION imgfeat._bootstrap() RETURNS void
-LANGUAGE plpython3u VOLATILE PARALLEL SAFE
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 import sys
@@ -50,7 +50,7 @@ COMMENT ON FUNCTION imgfeat._bootstrap() IS
 'Internal. Puts <imgfeat.python_lib_dir>/<extension version> (default @IMGFEAT_LIB_DIR@/<version>) on sys.path, checks the library version equals the extension version, and stores the imgfeat.server module in GD. imgfeat.python_lib_dir is honoured only from the server configuration.';
 
 CREATE FUNCTION imgfeat.python_info() RETURNS jsonb
-LANGUAGE plpython3u VOLATILE PARALLEL SAFE
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:

@@ -2,7 +2,7 @@
 
 CREATE FUNCTION imgfeat.featurize_image_file(path text, model_name text DEFAULT 'resnet18', resize text DEFAULT NULL)
 RETURNS real[]
-LANGUAGE plpython3u VOLATILE PARALLEL SAFE COST 10000
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE COST 10000
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:

@@ -221,3 +221,19 @@ def test_bad_arguments(analyst: psycopg.Connection[Any], faces_table: str, resne
     with pytest.raises(psycopg.errors.UndefinedObject):
         analyst.execute("CALL imgfeat.featurize('public.faces', 'x1', 'no_model')")
     assert analyst.execute("SELECT to_regclass('x1')").fetchone() == (None,)
+
+
+def test_parallel_workers_equal_serial(
+    analyst: psycopg.Connection[Any], faces_features: dict[int, np.ndarray], resnet18: str
+) -> None:
+    """featurize_image is PARALLEL SAFE for real: a parallel plan launches workers and gives the same features."""
+    for setting in ("max_parallel_workers_per_gather = 2", "parallel_setup_cost = 0", "parallel_tuple_cost = 0",
+                    "min_parallel_table_scan_size = 0"):
+        analyst.execute(f"SET {setting}")
+    query = "SELECT id, imgfeat.featurize_image(image, %s) FROM public.faces WHERE id <= 40"
+    plan = "\n".join(r[0] for r in analyst.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query, (resnet18,)).fetchall())
+    assert "Gather" in plan and "Workers Launched: 2" in plan, plan
+    rows = analyst.execute(query, (resnet18,)).fetchall()
+    assert len(rows) == 40
+    worst = max(float(np.max(np.abs(np.asarray(f, dtype=np.float32) - faces_features[i]))) for i, f in rows)
+    assert worst <= 1e-5
