@@ -1,6 +1,10 @@
 -- Logistic-regression classifiers: train (CALL imgfeat.train_logistic_regression), store
 -- (imgfeat.classifiers, plain numbers), predict (scalar and set-based), evaluate.
 -- Everything runs with the caller's rights (SECURITY INVOKER). Server side: imgfeat/classifiers.py.
+-- PARALLEL UNSAFE, truthfully: these functions read tables through PL/Python's SPI (plpy.execute,
+-- plpy.cursor), which opens a subtransaction per query, and PostgreSQL 15 refuses subtransactions
+-- in parallel mode ("cannot start subtransactions during a parallel operation"), in workers and in
+-- the leader alike. A query calling them therefore runs without a parallel plan.
 
 CREATE TABLE imgfeat.classifiers (
     name              text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
@@ -63,7 +67,7 @@ COMMENT ON PROCEDURE imgfeat.train_logistic_regression(text, regclass, text, tex
 'Trains a logistic regression on every row of source (table or view) and stores it in imgfeat.classifiers as classifier_name. features_column: a 1-D array of numbers (real[] from imgfeat.featurize; all rows the same length d, finite, not NULL). label_column: text, integer or boolean; two distinct labels train a binary model, more a multinomial (softmax) one. Regularisation in rxLogisticRegression''s terms: minimise sum_i logloss_i + l1_weight * ||w||_1 + l2_weight / 2 * ||w||_2^2 (intercepts not penalised), solved by scikit-learn''s LogisticRegression with C = 1 / (l1_weight + l2_weight), l1_ratio = l1_weight / (l1_weight + l2_weight) (both 0: no penalty, C = infinity), solver lbfgs when l1_weight = 0 else saga, tol 1e-6, max_iter = max_iterations. "normalize" (quoted in named notation, NORMALIZE being an SQL keyword: "normalize" => false): standardise each feature by the training mean and population standard deviation first; the standardisation is stored with the model and applied at prediction. class_weight: NULL or ''balanced'' (n / (n_classes * rows of the class)). replace: overwrite an existing classifier of that name (its owner is kept). Rows are named in errors by the source''s id column (else ctid, else row number): errors for a single class, NULL labels, NULL / non-finite / multi-dimensional features, vectors of different lengths (at most 10 ids named), a name already taken without replace (42710), features of several featurizer models in the source''s model_name column. Not converging within max_iterations is a NOTICE with advice (the classifier is stored). The featurizer model is taken from a single-valued model_name column. Runs with the caller''s rights: the caller needs SELECT on source (else 42501).';
 
 CREATE FUNCTION imgfeat.predict(classifier_name text, features real[]) RETURNS text
-LANGUAGE plpython3u STABLE PARALLEL SAFE
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
@@ -74,7 +78,7 @@ COMMENT ON FUNCTION imgfeat.predict(text, real[]) IS
 'The most probable class (as text: integer and boolean labels as their text form) of one feature vector real[d] under the classifier. NULL features give NULL. Errors: unknown classifier (42704; known ones listed in DETAIL), a vector of another length than the classifier''s feature_dim, NaN/infinite/NULL elements (22023). The classifier is cached per backend and reloaded when its row changes (one indexed query per call). For whole tables imgfeat.predict_table is faster.';
 
 CREATE FUNCTION imgfeat.predict_proba(classifier_name text, features real[]) RETURNS jsonb
-LANGUAGE plpython3u STABLE PARALLEL SAFE
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
@@ -90,7 +94,7 @@ CREATE FUNCTION imgfeat.predict_table(
     features_column text DEFAULT 'features',
     id_column text DEFAULT 'id'
 ) RETURNS TABLE (id text, label text, probability float8)
-LANGUAGE plpython3u STABLE PARALLEL SAFE ROWS 1000
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 1000
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
@@ -106,7 +110,7 @@ CREATE FUNCTION imgfeat.evaluate(
     features_column text DEFAULT 'features',
     label_column text DEFAULT 'label'
 ) RETURNS jsonb
-LANGUAGE plpython3u STABLE PARALLEL SAFE
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
