@@ -51,7 +51,7 @@ uninstall: uninstall-lib
 uninstall-lib:
 	rm -rf $(LIBDEST)
 
-.PHONY: install-lib uninstall-lib test demo bench dev
+.PHONY: install-lib uninstall-lib test demo demo-stop bench dev
 
 dev:
 	bash scripts/setup-dev.sh
@@ -61,6 +61,9 @@ test: dev
 
 demo:
 	bash scripts/demo.sh
+
+demo-stop:
+	.venv/bin/python -c 'from pathlib import Path; from imgfeat_loader.cluster import LocalCluster; LocalCluster(base_dir=Path(".imgfeat/cluster").resolve(), keep=True).stop()'
 
 bench: dev
 	.venv/bin/python -m bench

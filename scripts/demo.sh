@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# make demo: the main job on a fresh machine. Installs what is missing (scripts/setup-dev.sh),
+# starts a throwaway PostgreSQL cluster kept under .imgfeat/cluster (or uses IMGFEAT_DSN),
+# then runs the CMU faces job: load, featurize, train, evaluate, report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-dev.sh
+if [ -n "${IMGFEAT_DSN:-}" ]; then
+  exec .venv/bin/python -m imgfeat_loader.demo --dsn "$IMGFEAT_DSN" "$@"
+fi
+DSN=$(.venv/bin/python - <<'PY'
+from pathlib import Path
+from imgfeat_loader.cluster import LocalCluster
+c = LocalCluster(base_dir=Path(".imgfeat/cluster").resolve(), keep=True).start()
+print(c.dsn())
+PY
+)
+echo "demo: PostgreSQL running at: $DSN"
+.venv/bin/python -m imgfeat_loader.demo --dsn "$DSN" "$@"
+echo
+echo "The cluster keeps running for you: psql \"$DSN\""
+echo "Stop it with: make demo-stop"
