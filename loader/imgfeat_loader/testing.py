@@ -130,7 +130,11 @@ def apply_settings(dsn: str, settings: Mapping[str, str]) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for name, value in settings.items():
             ident = sql.SQL(".").join(sql.Identifier(part) for part in name.split("."))
+            # SET first: before PostgreSQL 17, ALTER SYSTEM accepts a placeholder setting
+            # (an extension's, like imgfeat.image_root) only once the session has defined it.
+            conn.execute(sql.SQL("SET {} = {}").format(ident, sql.Literal(str(value))))
             conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(ident, sql.Literal(str(value))))
+            conn.execute(sql.SQL("RESET {}").format(ident))
         conn.execute("SELECT pg_catalog.pg_reload_conf()")
 
 
@@ -144,25 +148,41 @@ def _define_container_class() -> type:
 
         Args:
             image: an image built from imgfeat's docker/Dockerfile (default :data:`DEFAULT_IMAGE`).
+            pull: let Docker pull ``image`` from its registry when it is not on the engine. Off
+                by default: the default name is a local build's tag, and pulling it would fetch
+                whatever a registry serves under that name.
             startup_timeout: seconds to wait for the first start, which creates the extension
                 and registers the models baked into the image (a large model takes a while).
             **kwargs: ``PostgresContainer``'s (``username``, ``password``, ``dbname``, default
                 ``test``; ``port`` 5432) and ``DockerContainer``'s.
 
         Use as a context manager (``with ImgfeatContainer() as pg: psycopg.connect(pg.dsn())``)
-        or call ``start()`` / ``stop()``.
+        or call ``start()`` / ``stop()``. ``get_connection_url()`` (inherited) gives
+        ``postgresql://user:password@host:port/dbname`` without a driver suffix (psycopg and
+        SQLAlchemy 2 with psycopg take it); ``dsn()`` a libpq key=value string.
 
         Raises (from ``start``):
             ImgfeatTestSetupError: the image can be neither found nor pulled, or the started
                 database has no imgfeat extension (not an imgfeat image).
         """
 
-        def __init__(self, image: str = DEFAULT_IMAGE, *, startup_timeout: float = 600.0, **kwargs: Any) -> None:
+        def __init__(
+            self, image: str = DEFAULT_IMAGE, *, pull: bool = False, startup_timeout: float = 600.0, **kwargs: Any
+        ) -> None:
             kwargs.setdefault("driver", None)
             super().__init__(image=image, **kwargs)
+            self.pull = pull
             self.startup_timeout = float(startup_timeout)
 
         def start(self) -> "ImgfeatContainer":
+            if not self.pull:
+                try:
+                    self.get_docker_client().client.images.get(self.image)
+                except docker_errors.ImageNotFound:
+                    raise ImgfeatTestSetupError(
+                        f"Docker image {self.image!r} is not on this Docker engine (and pull=False); build it: "
+                        f"{BUILD_HINT.format(image=self.image)}, or use {BACKEND_ENV}=local"
+                    ) from None
             try:
                 super().start()
             except docker_errors.APIError as exc:
@@ -194,10 +214,6 @@ def _define_container_class() -> type:
                     f"extension: is the image built from imgfeat's docker/Dockerfile? "
                     f"({output.decode(errors='replace').strip()})"
                 )
-
-        def get_connection_url(self, host: str | None = None, driver: str | None = None) -> str:
-            """``postgresql://user:password@host:port/dbname`` (no driver suffix by default; psycopg takes it)."""
-            return super().get_connection_url(host=host, driver=driver)
 
         def dsn(self, dbname: str | None = None) -> str:
             """A libpq key=value connection string to ``dbname`` (default: the container's database)."""
@@ -309,14 +325,17 @@ def local_server(settings: Mapping[str, str] | None = None) -> Iterator[ImgfeatS
 
 
 @contextmanager
-def docker_server(image: str = DEFAULT_IMAGE, settings: Mapping[str, str] | None = None) -> Iterator[ImgfeatServer]:
+def docker_server(
+    image: str = DEFAULT_IMAGE, settings: Mapping[str, str] | None = None, *, pull: bool = False
+) -> Iterator[ImgfeatServer]:
     """An :class:`ImgfeatContainer` of ``image``; ``dsn`` is its default database (extension created).
 
-    ``settings`` are applied with ``ALTER SYSTEM`` (paths are the container's).
+    ``settings`` are applied with ``ALTER SYSTEM`` (paths are the container's). The container
+    is removed on exit, also when starting it fails.
     """
-    container = __getattr__("ImgfeatContainer")(image)
-    container.start()
+    container = __getattr__("ImgfeatContainer")(image, pull=pull)
     try:
+        container.start()
         dsn = container.dsn()
         apply_settings(dsn, settings or {})
         yield ImgfeatServer(backend="docker", dsn=dsn, reason="docker", container=container)
@@ -333,6 +352,7 @@ def imgfeat_server(
     Args:
         backend: ``auto`` | ``docker`` | ``local``; ``None`` reads ``IMGFEAT_TEST_BACKEND`` (default auto).
         image: the Docker image; ``None`` reads ``IMGFEAT_TEST_IMAGE`` (default :data:`DEFAULT_IMAGE`).
+            An image other than the default may be pulled from its registry; the default never is.
         settings: server settings (``imgfeat.image_root`` etc.).
 
     Raises:
@@ -340,7 +360,8 @@ def imgfeat_server(
     """
     chosen, reason = resolve_backend(backend)
     if chosen == "docker":
-        cm = docker_server(image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE, settings)
+        image = image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
+        cm = docker_server(image, settings, pull=image != DEFAULT_IMAGE)
     else:
         cm = local_server(settings)
     with cm as server:

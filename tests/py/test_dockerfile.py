@@ -138,7 +138,7 @@ def test_run_installs_with_the_projects_recipe(main_run: list[str], dockerfile: 
 def test_init_scripts_are_installed_in_order(main_run: list[str]) -> None:
     assert command(main_run, "install -m 0644") == "install -m 0644 /usr/src/imgfeat/docker/initdb/*.sql /docker-entrypoint-initdb.d/"
     scripts = sorted(p.name for p in INITDB.glob("*.sql"))
-    assert scripts == ["10-imgfeat-extension.sql", "20-imgfeat-models.sql"]
+    assert scripts == ["10-imgfeat-extension.sql", "20-imgfeat-models.sql", "30-imgfeat-settings.sql"]
     assert "CREATE EXTENSION IF NOT EXISTS imgfeat CASCADE;" in (INITDB / scripts[0]).read_text()
     assert "\\set imgfeat_manifest /usr/share/imgfeat/models/manifest.json" in (INITDB / scripts[1]).read_text()
     # Nothing in the image's first start may download anything.
@@ -359,8 +359,8 @@ def test_recipe_installs_extension_library_and_models(recipe: Recipe) -> None:
     for m in manifest:
         assert Path(m["path"]).parent == models
         assert hashlib.sha256(Path(m["path"]).read_bytes()).hexdigest() == m["sha256"]
-    assert sorted(p.name for p in (dest / "docker-entrypoint-initdb.d").iterdir()) == [
-        "10-imgfeat-extension.sql", "20-imgfeat-models.sql"]
+    assert sorted(p.name for p in (dest / "docker-entrypoint-initdb.d").iterdir()) == sorted(
+        p.name for p in INITDB.glob("*.sql"))
 
 
 @pytest.fixture(scope="module")
@@ -371,9 +371,11 @@ def image_like_cluster(recipe: Recipe) -> Iterator[LocalCluster]:
         yield cluster
 
 
-def entrypoint_sql(cluster: LocalCluster, dbname: str, script: Path, *variables: str) -> str:
+def entrypoint_sql(
+    cluster: LocalCluster, dbname: str, script: Path, *variables: str, env: dict[str, str] | None = None
+) -> str:
     """Run ``script`` as the postgres image's entrypoint does (docker_process_sql), as POSTGRES_USER."""
-    env = {**os.environ, "PGHOST": str(cluster.socket_dir), "PGPORT": str(cluster.port)}
+    env = {**os.environ, **(env or {}), "PGHOST": str(cluster.socket_dir), "PGPORT": str(cluster.port)}
     args = [str(cluster.bindir / "psql"), "-v", "ON_ERROR_STOP=1", "--username", "postgres", "--no-password",
             "--no-psqlrc", "--dbname", dbname]
     for v in variables:
@@ -383,10 +385,16 @@ def entrypoint_sql(cluster: LocalCluster, dbname: str, script: Path, *variables:
     return proc.stdout
 
 
-def first_start(cluster: LocalCluster, dbname: str, initdb: Path, *variables: str) -> str:
+def first_start(
+    cluster: LocalCluster, dbname: str, initdb: Path, *variables: str, env: dict[str, str] | None = None
+) -> str:
+    """The entrypoint's first start: POSTGRES_DB created, then every init script in name order."""
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
-    return "".join(entrypoint_sql(cluster, dbname, f, *variables) for f in sorted(initdb.glob("*.sql")))
+    out = "".join(entrypoint_sql(cluster, dbname, f, *variables, env=env) for f in sorted(initdb.glob("*.sql")))
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")  # the image restarts the server after the init scripts
+    return out
 
 
 @pytest.mark.slow
@@ -416,11 +424,23 @@ def test_first_start_registers_the_baked_models(
     assert len(tiny) == 4 and min(tiny) >= 0  # ReLU then average pool: non-negative
 
 
+IMAGE_ROOT_QUERY = "SELECT setting FROM imgfeat._config_settings() WHERE name = 'imgfeat.image_root'"
+
+
 @pytest.mark.slow
 def test_first_start_without_models(recipe: Recipe, image_like_cluster: LocalCluster) -> None:
     # The image's default manifest path does not exist on this machine: nothing to register.
-    first_start(image_like_cluster, "plain", INITDB)
+    env = {k: v for k, v in os.environ.items() if k != "IMGFEAT_IMAGE_ROOT"}
+    first_start(image_like_cluster, "plain", INITDB, env=env)
     with psycopg.connect(image_like_cluster.dsn(dbname="plain")) as conn:
         assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'imgfeat'").fetchone() == (
             imgfeat.__version__,)
         assert conn.execute("SELECT count(*) FROM imgfeat.models").fetchone() == (0,)
+        assert conn.execute(IMAGE_ROOT_QUERY).fetchone() is None
+
+
+def test_first_start_sets_image_root_from_the_environment() -> None:
+    with LocalCluster() as cluster:
+        first_start(cluster, "app", INITDB, env={"IMGFEAT_IMAGE_ROOT": "/images/it's here"})
+        with psycopg.connect(cluster.dsn(dbname="app")) as conn:
+            assert conn.execute(IMAGE_ROOT_QUERY).fetchone() == ("/images/it's here",)

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -27,6 +28,7 @@ NO_DOCKER = "unix:///nonexistent/imgfeat-test/docker.sock"
 USER_SUITE = '''
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 FACE = (Path(__file__).parent / "face.pgm").read_bytes()
 
@@ -185,9 +187,10 @@ def test_local_server_settings_and_alter_system(tmp_path: Path) -> None:
         with psycopg.connect(server.dsn) as conn:
             assert conn.execute(query).fetchone() == ("/srv/a",)
             assert conn.execute("SELECT current_database()").fetchone() == (testing.LOCAL_DBNAME,)
-        testing.apply_settings(server.dsn, {"imgfeat.image_root": "/srv/it's b"})
+        testing.apply_settings(server.dsn, {"imgfeat.image_root": "/srv/it's b", "imgfeat.max_image_pixels": "1000"})
         with psycopg.connect(server.dsn) as conn:
             assert conn.execute(query).fetchone() == ("/srv/it's b",)
+            assert conn.execute(query.replace("image_root", "max_image_pixels")).fetchone() == ("1000",)
         data_dir = server.cluster.data_dir
     assert not data_dir.exists()
 
@@ -201,6 +204,89 @@ def test_container_class_is_a_postgres_container() -> None:
     assert ImgfeatContainer.__module__ == "imgfeat_loader.testing"
     assert callable(ImgfeatContainer.dsn) and callable(ImgfeatContainer.get_connection_url)
     assert testing.DEFAULT_IMAGE == "imgfeat/postgres:15"
+
+
+class FakeDockerClient:
+    """Stands in for testcontainers' DockerClient (no engine here): knows a set of local images."""
+
+    local_images: set[str] = set()
+
+    def __init__(self, **kwargs: object) -> None:
+        self.client = SimpleNamespace(images=SimpleNamespace(get=self._get_image))
+
+    def _get_image(self, name: str) -> object:
+        import docker
+
+        if name not in self.local_images:
+            raise docker.errors.ImageNotFound(f"No such image: {name}")
+        return object()
+
+
+@pytest.fixture
+def fake_docker(monkeypatch: pytest.MonkeyPatch) -> type[FakeDockerClient]:
+    monkeypatch.setattr("testcontainers.core.container.DockerClient", FakeDockerClient)
+    monkeypatch.setattr(FakeDockerClient, "local_images", set())
+    return FakeDockerClient
+
+
+def test_container_refuses_to_pull_the_default_image(fake_docker: type[FakeDockerClient]) -> None:
+    container = testing.ImgfeatContainer()
+    assert (container.image, container.pull) == ("imgfeat/postgres:15", False)
+    with pytest.raises(testing.ImgfeatTestSetupError) as err:
+        container.start()
+    assert str(err.value) == (
+        "Docker image 'imgfeat/postgres:15' is not on this Docker engine (and pull=False); build it: "
+        "docker build -f docker/Dockerfile -t imgfeat/postgres:15 .  (in an imgfeat source checkout; "
+        "see docker/README.md), or use IMGFEAT_TEST_BACKEND=local"
+    )
+
+
+def test_container_connection_strings_and_readiness(
+    fake_docker: type[FakeDockerClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container = testing.ImgfeatContainer("registry.example/imgfeat:16", username="u", password="p'w", dbname="app")
+    container._container = SimpleNamespace(id="c0ffee", status="running")
+    monkeypatch.setattr(container, "get_container_host_ip", lambda: "127.0.0.1")
+    monkeypatch.setattr(container, "get_exposed_port", lambda port: 55000 + port)
+    assert psycopg.conninfo.conninfo_to_dict(container.dsn()) == {
+        "host": "127.0.0.1", "port": "60432", "user": "u", "password": "p'w", "dbname": "app"}
+    assert psycopg.conninfo.conninfo_to_dict(container.dsn("other"))["dbname"] == "other"
+    assert container.get_connection_url() == "postgresql://u:p%27w@127.0.0.1:60432/app"
+
+    calls: list[str] = []
+    answers = {"SELECT 1": [(2, b"no TCP yet"), (0, b"1")], "extversion": [(0, b"")]}
+
+    def fake_exec(cmd: list[str]) -> SimpleNamespace:
+        calls.append(cmd[-1])
+        key = "SELECT 1" if cmd[-1].endswith('"SELECT 1"') else "extversion"
+        code, out = answers[key].pop(0)
+        return _Result(code, out)
+
+    monkeypatch.setattr(container, "exec", fake_exec)
+    container.startup_timeout = 30.0
+    monkeypatch.setattr("testcontainers.core.config.testcontainers_config.sleep_time", 0.01)
+    with pytest.raises(testing.ImgfeatTestSetupError, match="database 'app' has no imgfeat extension"):
+        container._connect()
+    assert len(calls) == 3
+    assert calls[0] == (
+        "PGPASSWORD='p'\"'\"'w' psql -X -tA --username u --dbname app --host 127.0.0.1 -c \"SELECT 1\""
+    )
+    # The image's extension answers: ready.
+    answers.update({"SELECT 1": [(0, b"1")], "extversion": [(0, b"0.1.0\n")]})
+    container._connect()
+
+
+class _Result(tuple):  # docker's ExecResult: (exit_code, output) with attribute access
+    def __new__(cls, exit_code: int, output: bytes) -> "_Result":
+        return super().__new__(cls, (exit_code, output))
+
+    @property
+    def exit_code(self) -> int:
+        return int(self[0])
+
+    @property
+    def output(self) -> bytes:
+        return bytes(self[1])
 
 
 @pytest.mark.slow
