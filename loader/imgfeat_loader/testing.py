@@ -140,8 +140,12 @@ def apply_settings(dsn: str, settings: Mapping[str, str]) -> None:
 
 def _define_container_class() -> type:
     from docker import errors as docker_errors
-    from testcontainers.community.postgres import PostgresContainer
     from testcontainers.core.wait_strategies import ExecWaitStrategy
+
+    try:
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:  # testcontainers < 4.15 (where testcontainers.postgres is not yet deprecated)
+        from testcontainers.postgres import PostgresContainer  # type: ignore[no-redef]
 
     class ImgfeatContainer(PostgresContainer):  # type: ignore[misc]
         """PostgreSQL with imgfeat in Docker: a testcontainers ``PostgresContainer``.
