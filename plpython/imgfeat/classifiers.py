@@ -24,10 +24,14 @@ numbers (the features; ``real[]`` from ``CALL imgfeat.featurize``, or ``float8[]
 are named in error messages by the source's ``id`` column when it has one, else by
 ``ctid`` (tables and materialized views), else by 0-based row number.
 
-Per-backend cache: a classifier is read from the table once and kept (at most
-:data:`CACHE_SIZE`, least recently used evicted); each call runs one cheap query for the
-row's version (``trained_at``, ``xmin``, ``ctid``) and reloads when it changed, so a
-replaced, updated or deleted classifier is never used stale.
+Per-backend cache: a classifier is built once and kept (at most :data:`CACHE_SIZE`, least
+recently used evicted) under its row's version (``trained_at``, ``xmin``, ``ctid``: a
+replace, an UPDATE or a VACUUM FULL changes it), so a changed or deleted classifier is
+never used stale. ``imgfeat.predict`` / ``predict_proba`` are PARALLEL SAFE: their SQL
+wrapper looks the row up and passes it (:func:`classify`), because PL/Python's SPI opens a
+subtransaction per query, which PostgreSQL refuses in parallel mode. ``predict_table`` and
+``evaluate`` read their source through SPI and check the version with one query
+(:func:`load`); they are PARALLEL UNSAFE.
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ __all__ = [
     "ClassifierNotFoundError",
     "evaluate",
     "load",
-    "predict",
-    "predict_proba",
+    "cached",
+    "classify",
+    "from_row",
     "predict_table",
     "train",
 ]
@@ -444,6 +449,15 @@ _CACHE: OrderedDict[str, Loaded] = OrderedDict()
 
 
 def _unknown(plpy: Any, name: str | None) -> ClassifierNotFoundError:
+    """The error for an unknown classifier, listing the known ones (unless in parallel mode,
+    where no query can run)."""
+    from .server import in_parallel_mode
+
+    hint = "train one with CALL imgfeat.train_logistic_regression(name, source, ...)"
+    if in_parallel_mode():
+        return ClassifierNotFoundError(
+            f"classifier {name!r} does not exist", detail="list them with SELECT name FROM imgfeat.classifiers", hint=hint
+        )
     names = [r["name"] for r in plpy.execute(
         _plan(plpy, f"SELECT name FROM imgfeat.classifiers ORDER BY name LIMIT {_LIST_KNOWN + 1}", [])
     )]
@@ -455,19 +469,18 @@ def _unknown(plpy: Any, name: str | None) -> ClassifierNotFoundError:
     return ClassifierNotFoundError(
         f"classifier {name!r} does not exist",
         detail=detail,
-        hint="train one with CALL imgfeat.train_logistic_regression(name, source, ...)",
+        hint=hint,
     )
 
 
 def load(plpy: Any, name: str | None) -> Loaded:
     """The classifier ``name``, from this backend's cache if its row did not change.
 
-    One query per call reads the row's version (``trained_at``, ``xmin``, ``ctid``: any
+    For queries that use SPI anyway (``predict_table``, ``evaluate``); the per-row functions
+    get the row from their SQL wrapper (:func:`from_row`). One query per call reads the row's version (``trained_at``, ``xmin``, ``ctid``: any
     replace, UPDATE or VACUUM FULL changes it); the arrays are read only when it changed.
     Raises :class:`ClassifierNotFoundError` (listing known names in its detail).
     """
-    from .training import LogisticModel
-
     if name is None:
         raise InvalidParameterError("classifier_name must not be NULL")
     rows = plpy.execute(
@@ -498,18 +511,55 @@ def load(plpy: Any, name: str | None) -> Loaded:
         ),
         [name],
     )[0]
+    return _remember(name, row, row["version"])
+
+
+def _remember(name: str, row: dict[str, Any], version: str) -> Loaded:
+    """Build the model of an ``imgfeat.classifiers`` row (a dict of its columns;
+    ``hyperparameters`` as JSON text) and cache it under ``version``."""
+    from .training import LogisticModel
+
     model = LogisticModel.from_record({
         "format": row["format"], "classes": row["classes"], "label_type": row["label_type"],
         "coef": row["coefficients"], "intercept": row["intercepts"], "mean": row["scale_mean"],
         "scale": row["scale_std"], "n_features": row["feature_dim"],
         "hyperparameters": json.loads(row["hyperparameters"]),
     })
-    loaded = Loaded(name, model, row["model_name"], row["version"])
+    loaded = Loaded(name, model, row["model_name"], version)
     _CACHE[name] = loaded
     _CACHE.move_to_end(name)
     while len(_CACHE) > CACHE_SIZE:
         _CACHE.popitem(last=False)
     return loaded
+
+
+def cached(name: str | None, version: str | None) -> bool:
+    """Whether this backend holds classifier ``name`` at ``version`` (no SPI). The SQL wrappers
+    ask this first and pass the (detoasted, converted) row only when it is ``False``."""
+    hit = _CACHE.get(name) if name is not None else None
+    return hit is not None and version is not None and hit.version == version
+
+
+def from_row(plpy: Any, name: str | None, row: dict[str, Any] | None, version: str | None) -> Loaded:
+    """The classifier called ``name`` whose row version is ``version`` (``None``: no such
+    name): from the cache, else built from ``row`` (its ``imgfeat.classifiers`` row, which the
+    SQL wrapper passes only when :func:`cached` said no). No SPI (parallel workers), except to
+    list known names for an unknown one outside parallel mode.
+
+    Raises :class:`ClassifierNotFoundError`.
+    """
+    if name is None:
+        raise InvalidParameterError("classifier_name must not be NULL")
+    if version is None:
+        _CACHE.pop(name, None)
+        raise _unknown(plpy, name)
+    hit = _CACHE.get(name)
+    if hit is not None and hit.version == version:
+        _CACHE.move_to_end(name)
+        return hit
+    if row is None:  # cached() said yes a moment ago: only a bug could get here
+        raise ImgfeatError(f"internal error: classifier {name!r} left the backend's cache; run the query again")
+    return _remember(name, row, version)
 
 
 # --------------------------------------------------------------------------- prediction
@@ -540,20 +590,25 @@ def _featurizer_hint(clf: Loaded) -> str:
     return "featurize with the same model and layer as the training data"
 
 
-def predict(plpy: Any, classifier_name: str | None, features: list[Any] | None) -> str | None:
-    """``imgfeat.predict``: the most probable class (text) of one feature vector; NULL for NULL."""
+def classify(
+    plpy: Any, features: list[Any] | None, classifier_name: str | None, row: dict[str, Any] | None,
+    version: str | None, output: str,
+) -> str | None:
+    """``imgfeat.predict`` (``output='label'``: the most probable class as text) and
+    ``imgfeat.predict_proba`` (``output='proba'``: JSON text ``{label: probability}`` over all
+    classes) of one feature vector; ``None`` for NULL features.
+
+    ``row``/``version``: the classifier's ``imgfeat.classifiers`` row and version, looked up
+    by the SQL wrapper, so that no SPI runs here and the function is parallel safe.
+    Raises :class:`ClassifierNotFoundError`, or :class:`InvalidParameterError` for a vector
+    of the wrong length, multi-dimensional, or holding NaN/infinity/NULL.
+    """
     if features is None:
         return None
-    clf = load(plpy, classifier_name)
-    return clf.model.predict(_vector(clf, features))[0]
-
-
-def predict_proba(plpy: Any, classifier_name: str | None, features: list[Any] | None) -> str | None:
-    """``imgfeat.predict_proba``: JSON text ``{label: probability}`` over all classes; NULL for NULL."""
-    if features is None:
-        return None
-    clf = load(plpy, classifier_name)
+    clf = from_row(plpy, classifier_name, row, version)
     proba = clf.model.predict_proba(_vector(clf, features))[0]
+    if output == "label":
+        return clf.model.classes[int(np.argmax(proba))]
     return json.dumps({c: float(p) for c, p in zip(clf.model.classes, proba)}, allow_nan=False)
 
 

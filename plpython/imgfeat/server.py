@@ -430,20 +430,22 @@ def train_logistic_regression(
     )
 
 
-@entry_point
-def predict(plpy: Any, classifier_name: str, features: list[float] | None) -> str | None:
-    """``imgfeat.predict``: see :func:`imgfeat.classifiers.predict`."""
+def classifier_cached(classifier_name: str | None, version: str | None) -> bool:
+    """``imgfeat._classifier_cached``: see :func:`imgfeat.classifiers.cached` (no SPI, no errors)."""
     from . import classifiers
 
-    return classifiers.predict(plpy, classifier_name, features)
+    return classifiers.cached(classifier_name, version)
 
 
 @entry_point
-def predict_proba(plpy: Any, classifier_name: str, features: list[float] | None) -> str | None:
-    """``imgfeat.predict_proba`` (JSON text): see :func:`imgfeat.classifiers.predict_proba`."""
+def classify(
+    plpy: Any, features: list[float] | None, classifier_name: str | None, row: dict[str, Any] | None,
+    version: str | None, output: str,
+) -> str | None:
+    """``imgfeat.predict`` / ``imgfeat.predict_proba`` (no SPI): see :func:`imgfeat.classifiers.classify`."""
     from . import classifiers
 
-    return classifiers.predict_proba(plpy, classifier_name, features)
+    return classifiers.classify(plpy, features, classifier_name, row, version, output)
 
 
 @entry_point

@@ -319,6 +319,8 @@ def test_predict_errors(analyst: psycopg.Connection[Any], binary_table: Any) -> 
                  "NaN, infinity or NULL", "first at [6]")
     expect_error(analyst, "SELECT imgfeat.predict('clf_pets', '{1,2,NULL,4,5,6}')", psycopg.errors.InvalidParameterValue,
                  "first at [3]")
+    expect_error(analyst, "SELECT imgfeat.predict(NULL, '{1}')", psycopg.errors.InvalidParameterValue,
+                 "classifier_name must not be NULL")
     diag = expect_error(analyst, "SELECT imgfeat.predict('clf_no_such', '{1}')", psycopg.errors.UndefinedObject,
                         "classifier 'clf_no_such' does not exist", "known classifiers:", "clf_pets")
     assert (diag.message_detail or "").startswith("known classifiers:")
@@ -408,27 +410,37 @@ def test_catalog_entries(conn: psycopg.Connection[Any]) -> None:
     assert conn.execute("SELECT obj_description('imgfeat.classifiers'::regclass, 'pg_class') IS NOT NULL").fetchone() == (True,)
     labels = conn.execute(
         "SELECT proname, provolatile, proparallel, prosecdef FROM pg_proc WHERE pronamespace = 'imgfeat'::regnamespace "
-        "AND proname IN ('predict', 'predict_proba', 'predict_table', 'evaluate') ORDER BY proname"
+        "AND proname IN ('predict', 'predict_proba', '_classify', 'predict_table', 'evaluate') ORDER BY proname"
     ).fetchall()
-    assert all(v == "s" and p == "u" and not sd for _, v, p, sd in labels)
+    assert labels == [
+        ("_classify", "s", "s", False), ("evaluate", "s", "u", False), ("predict", "s", "s", False),
+        ("predict_proba", "s", "s", False), ("predict_table", "s", "u", False),
+    ]
 
 
-def test_predict_keeps_queries_serial(conn: psycopg.Connection[Any], binary_table: Any) -> None:
-    """PARALLEL UNSAFE (PL/Python's SPI opens subtransactions, refused in parallel mode in
-    PostgreSQL 15): even when parallelism is forced, a query calling predict gets no Gather and works."""
+def test_predict_runs_in_parallel_workers(conn: psycopg.Connection[Any], binary_table: Any) -> None:
+    """predict / predict_proba are PARALLEL SAFE for real: forced into a parallel worker (no SPI
+    is allowed there), they give the serial results; predict_table stays serial (PARALLEL UNSAFE)."""
     table, _, _ = binary_table
     conn.execute(f"CALL imgfeat.train_logistic_regression('clf_pets', 'public.{table}', replace => true)")
-    serial = conn.execute(f"SELECT id, imgfeat.predict('clf_pets', features) FROM public.{table} ORDER BY id").fetchall()
+    query = (f"SELECT id, imgfeat.predict('clf_pets', features), imgfeat.predict_proba('clf_pets', features) "
+             f"FROM public.{table} ORDER BY id")
+    serial = conn.execute(query).fetchall()
     with conn.transaction():
         for setting in ("parallel_setup_cost = 0", "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0",
                         "max_parallel_workers_per_gather = 2", "force_parallel_mode = on"):
             conn.execute(f"SET LOCAL {setting}")
-        plan = "\n".join(r[0] for r in conn.execute(
-            f"EXPLAIN SELECT id, imgfeat.predict('clf_pets', features) FROM public.{table}"))
-        forced = conn.execute(f"SELECT id, imgfeat.predict('clf_pets', features) FROM public.{table} ORDER BY id").fetchall()
-        control = "\n".join(r[0] for r in conn.execute(f"EXPLAIN SELECT id, features FROM public.{table}"))
-    assert "Gather" not in plan and "Gather" in control
-    assert forced == serial
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (ANALYZE, VERBOSE, COSTS OFF) {query}"))
+        parallel = conn.execute(query).fetchall()
+        table_plan = "\n".join(r[0] for r in conn.execute(
+            f"EXPLAIN SELECT * FROM imgfeat.predict_table('clf_pets', 'public.{table}')"))
+        with pytest.raises(psycopg.errors.UndefinedObject) as exc, conn.transaction():
+            conn.execute(f"SELECT imgfeat.predict('clf_no_such', features) FROM public.{table}")
+    assert "Gather" in plan and "Workers Launched: 0" not in plan, plan
+    assert parallel == serial
+    assert "Gather" not in table_plan
+    # in a worker no query can list the known classifiers: the detail says how to
+    assert exc.value.diag.message_detail == "list them with SELECT name FROM imgfeat.classifiers"
 
 
 # --------------------------------------------------------------------------- acceptance: CMU faces
