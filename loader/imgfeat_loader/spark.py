@@ -319,6 +319,8 @@ class SparkReport:
     partitions: int = 0
     reader: str = ""
     seconds: float = 0.0
+    partition_seconds: list[tuple[int, float, float]] = field(default_factory=list)
+    """Per partition written to PostgreSQL: (Python worker pid, seconds, of which model loading)."""
 
     @property
     def images_per_second(self) -> float:
@@ -476,6 +478,7 @@ def _merge(report: SparkReport, summaries: list[PartitionSummary]) -> None:
         report.featurized += s.featurized
         report.already_done += s.already_done
         report.failed += s.failed
+        report.partition_seconds.append((s.worker_pid, round(s.seconds, 3), round(s.model_seconds, 3)))
         (stopped if s.stopped else report.failures).extend(s.failures)
     if stopped:
         first = min(stopped, key=lambda f: str(f.id))

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +110,11 @@ class PartitionSummary:
     failures: list[Failure] = field(default_factory=list)
     stopped: bool = False
     """True when ``on_error='raise'`` stopped the partition at a failing batch."""
+    seconds: float = 0.0
+    """Wall time of the partition (reading, featurizing, writing)."""
+    model_seconds: float = 0.0
+    """Of which loading the model (0 when the worker had it cached)."""
+    worker_pid: int = 0
 
     def add_failure(self, failure: Failure) -> None:
         self.failed += 1
@@ -275,7 +282,8 @@ def write_partition(
         psycopg.Error: the database refused a write (Spark retries the task; committed
             batches are not redone).
     """
-    summary = PartitionSummary()
+    started = time.perf_counter()
+    summary = PartitionSummary(worker_pid=os.getpid())
     writer: _Writer | None = None
     model = None
     try:
@@ -288,7 +296,9 @@ def write_partition(
             if not todo:
                 continue
             if model is None:
+                loading = time.perf_counter()
                 model = model_for(spec, model_bytes)
+                summary.model_seconds = time.perf_counter() - loading
             good_ids, features, failures = featurize_batch(spec, model, [i for i, _ in todo], [p for _, p in todo])
             if failures and spec.on_error == "raise":
                 summary.add_failure(failures[0])
@@ -301,6 +311,7 @@ def write_partition(
     finally:
         if writer is not None:
             writer.close()
+        summary.seconds = time.perf_counter() - started
     return summary
 
 

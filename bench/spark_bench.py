@@ -1,0 +1,137 @@
+"""Benchmark: images per second of ``featurize_spark`` with one and with two executors.
+
+Usage::
+
+    python bench/spark_bench.py [--dsn DSN] [--faces DIR] [--model resnet18] [--executors 1,2]
+                                [--batch-size 32] [--repeat 2] [--in-database]
+
+Featurizes the 312 full-resolution left/right CMU faces (``--faces``, default
+``$IMGFEAT_CMU_FACES`` or ../shared/data/cmu-faces/faces) from files (Spark's
+``binaryFile`` source; ids are the paths) into a fresh PostgreSQL table, on
+``local-cluster[N,1,1024]`` for each N in ``--executors`` (N executors of one core each,
+onnxruntime with one thread per task). Each configuration is first warmed up on a few
+faces (executor JVMs and Python workers started, model shipped and loaded), then timed
+``--repeat`` times into new tables; the figure is featurized images / wall seconds of the
+Spark job. ``--in-database`` also times ``CALL imgfeat.featurize`` on the same faces
+(one backend, one onnxruntime thread) for comparison.
+
+The database is ``--dsn`` / ``IMGFEAT_DSN`` if given (imgfeat installed, the model
+registered), else a throwaway local cluster with a synthetic resnet18.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from imgfeat_loader import db, models
+from imgfeat_loader.cluster import LocalCluster
+from imgfeat_loader.spark import featurize_spark, spark_session
+
+DEFAULT_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cmu-faces" / "faces"
+FACES_GLOB = "*/*_{left,right}_*_{open,sunglasses}.pgm"
+"""The 312 full-resolution left/right faces (the scaled copies end in _2.pgm / _4.pgm)."""
+
+
+def bench_spark(
+    dsn: str, faces: Path, model: str, executors: int, batch_size: int, repeat: int, verbose: bool = False
+) -> list[float]:
+    spark = spark_session(f"local-cluster[{executors},1,1024]", app_name=f"imgfeat-bench-{executors}")
+    speeds = []
+    try:
+        started = time.perf_counter()
+        warm = f"spark_bench_{uuid.uuid4().hex[:8]}"
+        featurize_spark(spark, dsn, model, files=f"{faces}/an2i/an2i_left_*_open.pgm", target=warm,
+                        partitions=executors, batch_size=batch_size)
+        print(f"{executors} executor(s): warm-up (JVMs, Python workers, model) {time.perf_counter() - started:.1f} s")
+        for r in range(repeat):
+            table = f"spark_bench_{uuid.uuid4().hex[:8]}"
+            try:
+                report = featurize_spark(spark, dsn, model, files=f"{faces}/{FACES_GLOB}", target=table,
+                                         batch_size=batch_size)
+            finally:
+                with db.connect(dsn) as conn:
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
+            speeds.append(report.images_per_second)
+            print(f"{executors} executor(s), run {r + 1}: {report.featurized} images in {report.seconds:.2f} s "
+                  f"({report.partitions} partitions) = {report.images_per_second:.1f} images/s")
+            if verbose:
+                print(f"  partitions (worker pid, seconds, model load seconds): {report.partition_seconds}")
+        with db.connect(dsn) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {warm}")
+    finally:
+        spark.stop()
+    return speeds
+
+
+def bench_in_database(dsn: str, faces: Path, model: str, batch_size: int) -> float:
+    files = sorted(faces.glob("*/*.pgm"))
+    files = [p for p in files if len(p.stem.split("_")) == 4 and p.stem.split("_")[1] in ("left", "right")]
+    src, dst = f"spark_bench_src_{uuid.uuid4().hex[:8]}", f"spark_bench_dst_{uuid.uuid4().hex[:8]}"
+    with db.connect(dsn) as conn:
+        conn.execute(f"CREATE TABLE {src} (id text PRIMARY KEY, image bytea)")
+        with conn.cursor().copy(f"COPY {src} (id, image) FROM STDIN") as copy:
+            for p in files:
+                copy.write_row((str(p), p.read_bytes()))
+        try:
+            conn.execute(f"SELECT imgfeat.featurize_image(image, %s) FROM {src} LIMIT 1", (model,))  # warm the backend
+            started = time.perf_counter()
+            conn.execute(f"CALL imgfeat.featurize('{src}', '{dst}', %s, batch_size => %s)", (model, batch_size))
+            seconds = time.perf_counter() - started
+        finally:
+            conn.execute(f"DROP TABLE IF EXISTS {src}, {dst}")
+    speed = len(files) / seconds
+    print(f"in-database CALL imgfeat.featurize (1 backend): {len(files)} images in {seconds:.2f} s = {speed:.1f} images/s")
+    return speed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", help="database with imgfeat and the model (default: $IMGFEAT_DSN, else a throwaway cluster)")
+    parser.add_argument("--faces", type=Path, default=Path(os.environ.get("IMGFEAT_CMU_FACES", DEFAULT_FACES)))
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--executors", default="1,2", help="comma-separated executor counts (default 1,2)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--in-database", action="store_true", help="also time CALL imgfeat.featurize")
+    parser.add_argument("--verbose", action="store_true", help="print per-partition timings")
+    args = parser.parse_args(argv)
+    if not args.faces.is_dir():
+        print(f"spark_bench: CMU faces not found at {args.faces} (set --faces or IMGFEAT_CMU_FACES)", file=sys.stderr)
+        return 1
+    dsn = args.dsn or os.environ.get("IMGFEAT_DSN")
+    cluster = None
+    if not dsn:
+        cluster = LocalCluster().start()
+        dbname = f"spark_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {dbname}")
+        dsn = cluster.dsn(dbname)
+        with db.connect(dsn) as conn:
+            conn.execute("CREATE EXTENSION imgfeat CASCADE")
+            models.add_synthetic(conn, args.model, "resnet18")
+        print(f"throwaway cluster, synthetic {args.model} registered")
+    try:
+        print(f"CPU cores: {os.cpu_count()}; faces: {args.faces}/{FACES_GLOB}; batch size {args.batch_size}")
+        results = {}
+        for n in (int(x) for x in args.executors.split(",")):
+            results[n] = statistics.median(bench_spark(dsn, args.faces, args.model, n, args.batch_size, args.repeat, args.verbose))
+        if args.in_database:
+            bench_in_database(dsn, args.faces, args.model, args.batch_size)
+        for n, speed in results.items():
+            print(f"median, {n} executor(s): {speed:.1f} images/s")
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
