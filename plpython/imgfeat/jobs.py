@@ -122,9 +122,36 @@ def target_relation(plpy: Any, target: str, id_type: str) -> Relation:
     return rel
 
 
+REAL_DIGITS = 9
+"""Significant digits that make any float32 survive a decimal round trip (C's
+``FLT_DECIMAL_DIG``): ``'%.9g' % x`` read back by PostgreSQL's ``float4in`` is ``x`` exactly."""
+
+
 def format_real_array(features: np.ndarray) -> str:
     """A PostgreSQL ``real[]`` literal of a flat float32 array (exact round trip)."""
-    return "{" + ",".join(map(repr, features.astype(np.float32).ravel().tolist())) + "}"
+    return "{" + ",".join(real_elements(features)) + "}"
+
+
+def real_elements(features: np.ndarray) -> list[str]:
+    """The elements of a flat float32 array as ``real`` input texts (``'%.9g'``: exact round trip;
+    NaN and infinities as ``nan``, ``inf``, ``-inf``, which ``float4in`` reads).
+
+    About 0.1 us per element: several times cheaper than ``repr`` of each float, and the
+    texts are shorter, so ``float4in`` parses them faster too.
+    """
+    values = np.asarray(features, dtype=np.float32).ravel().tolist()
+    if not values:
+        return []
+    return ((("%.9g," * len(values))[:-1]) % tuple(values)).split(",")
+
+
+def real_array_rows(features: np.ndarray) -> list[str]:
+    """Each row of a float32 [N, D] array as a ``real[]`` literal ``{...}`` (exact round trip)."""
+    rows = np.asarray(features, dtype=np.float32).reshape(len(features), -1).tolist()
+    if not rows or not rows[0]:
+        return ["{}"] * len(rows)
+    template = "{" + ("%.9g," * len(rows[0]))[:-1] + "}"
+    return [template % tuple(r) for r in rows]
 
 
 class Progress:
@@ -216,12 +243,14 @@ def featurize(
     after = plpy.prepare(
         f"{select} AND s.{id_col.quoted} > $3 ORDER BY s.{id_col.quoted} LIMIT $2", ["text", "int4", id_col.type]
     )
+    # One row per (id, features literal): each literal is parsed once. (Slicing one big
+    # real[] parameter per row re-parsed the whole batch for every row under a generic plan.)
     insert = plpy.prepare(
         f"INSERT INTO {tgt.quoted} (id, model_name, features) "
-        f"SELECT ($1::{id_col.type}[])[i], $2, ($3::real[])[(i - 1) * $4 + 1 : i * $4] "
-        f"FROM pg_catalog.generate_subscripts($1::{id_col.type}[], 1) AS i "
+        "SELECT u.id, $2, u.features::real[] "
+        f"FROM ROWS FROM (pg_catalog.unnest($1::{id_col.type}[]), pg_catalog.unnest($3::text[])) AS u(id, features) "
         "ON CONFLICT (id, model_name) DO NOTHING",
-        ["text", "text", "text", "int4"],
+        ["text", "text", "text[]"],
     )
     record_error = plpy.prepare(
         "INSERT INTO imgfeat.featurize_errors (source, id, model_name, error_class, message) "
@@ -252,6 +281,7 @@ def featurize(
 
     progress = Progress(total)
     pool = _decode_pool()
+    infer_pool = _inference_pool()
 
     def fetch(after_id: Any) -> list[Any]:
         if after_id is None:
@@ -263,44 +293,30 @@ def featurize(
         images = [r["image"] for r in rows]
         return pool.submit(prepare_batch, ids, images, spec, knobs["max_pixels"], root if from_paths else None)
 
-    rows = fetch(None)
-    pending = submit(rows) if rows else None
-    while pending is not None:
-        prepared: Prepared = pending.result()
-        progress.seconds["decode"] += prepared.seconds
-        # Overlap: the next batch decodes in a worker thread while onnxruntime runs this one.
+    def infer(batch: np.ndarray) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
-        next_rows = fetch(rows[-1]["id"])
-        pending = submit(next_rows) if next_rows else None
-        progress.seconds["database"] += time.perf_counter() - started
-        rows = next_rows
-        failures = prepared.failures
-        if failures and on_error == "raise":
-            bad_id, err = failures[0]
-            raise type(err)(
-                f"image id={bad_id} in {src.quoted} could not be featurized: {err.message}",
-                detail=err.detail,
-                hint=(err.hint + " " if err.hint else "")
-                + "Pass on_error => 'skip' to record failures in imgfeat.featurize_errors and go on.",
-            )
-        good_ids = prepared.good_ids
-        if good_ids:
-            started = time.perf_counter()
-            features = model.run(prepared.batch)
-            progress.seconds["inference"] += time.perf_counter() - started
+        features = model.run(batch)
+        return features, time.perf_counter() - started
+
+    def store(prepared: Prepared, running: Any) -> None:
+        """Wait for a batch's features, insert them, record its failures, commit."""
+        if running is not None:
+            features, seconds = running.result()
+            progress.seconds["inference"] += seconds
             if features.shape[1] != dim:
                 raise InvalidParameterError(
                     f"model {model_name!r} produced {features.shape[1]} features, registered as {dim}"
                 )
         started = time.perf_counter()
+        good_ids = prepared.good_ids
         if good_ids:
             id_text = "{" + ",".join(_array_element(i) for i in good_ids) + "}"
-            plpy.execute(insert, [id_text, model_name, format_real_array(features), dim])
+            plpy.execute(insert, [id_text, model_name, real_array_rows(features)])
             plpy.execute(clear_errors, [src.oid, model_name, [str(i) for i in good_ids]])
-        for bad_id, err in failures:
+        for bad_id, err in prepared.failures:
             plpy.execute(record_error, [src.oid, str(bad_id), model_name, _error_class(err), err.message])
         progress.done += len(good_ids)
-        progress.failed += len(failures)
+        progress.failed += len(prepared.failures)
         plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "running", progress.timings()])
         plpy.commit()
         progress.seconds["database"] += time.perf_counter() - started
@@ -308,6 +324,36 @@ def featurize(
         if now - progress.last_notice >= NOTICE_SECONDS:
             progress.last_notice = now
             plpy.notice(progress.message(model_name, tgt.quoted))
+
+    # Pipeline: while onnxruntime runs batch k (in a thread: it releases the GIL), this
+    # thread stores batch k-1 and fetches batch k+1, which the decode thread prepares.
+    rows = fetch(None)
+    pending = submit(rows) if rows else None
+    inflight: tuple[Prepared, Any] | None = None
+    while pending is not None:
+        prepared: Prepared = pending.result()
+        progress.seconds["decode"] += prepared.seconds
+        if prepared.failures and on_error == "raise":
+            if inflight is not None:
+                store(*inflight)  # keep every batch before the bad one
+            bad_id, err = prepared.failures[0]
+            raise type(err)(
+                f"image id={bad_id} in {src.quoted} could not be featurized: {err.message}",
+                detail=err.detail,
+                hint=(err.hint + " " if err.hint else "")
+                + "Pass on_error => 'skip' to record failures in imgfeat.featurize_errors and go on.",
+            )
+        running = infer_pool.submit(infer, prepared.batch) if prepared.good_ids else None
+        started = time.perf_counter()
+        next_rows = fetch(rows[-1]["id"])
+        pending = submit(next_rows) if next_rows else None
+        progress.seconds["database"] += time.perf_counter() - started
+        rows = next_rows
+        if inflight is not None:
+            store(*inflight)
+        inflight = (prepared, running)
+    if inflight is not None:
+        store(*inflight)
     plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "done", progress.timings()])
     plpy.commit()
     plpy.notice(progress.message(model_name, tgt.quoted))
@@ -362,6 +408,17 @@ def _decode_pool() -> Any:
 
         _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgfeat-decode"))
     return _POOL[0]
+
+
+def _inference_pool() -> Any:
+    """One onnxruntime thread per backend, created on first use (``session.run`` releases the
+    GIL, so the backend's own thread meanwhile talks to the database)."""
+    if len(_POOL) < 2:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _decode_pool()
+        _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgfeat-infer"))
+    return _POOL[1]
 
 
 def _array_element(value: Any) -> str:
