@@ -18,8 +18,8 @@ positive class ``classes[2]`` in SQL's 1-based terms; ``k = n_classes`` for mult
 with ``normalize => false``); the coefficients apply to ``(x - scale_mean) / scale_std``.
 
 Source rows: a table, view or materialized view (``regclass``) with an array column of
-numbers (the features; ``real[]`` from ``CALL imgfeat.featurize``, or ``float8[]``,
-``numeric[]``, integer arrays: read as ``float8[]``) and a label column (``text``,
+numbers (the features; ``real[]`` from ``CALL imgfeat.featurize``, or ``float8[]``;
+``numeric[]`` and integer arrays are cast to ``float8[]``) and a label column (``text``,
 ``varchar``, ``char``, an enum, ``smallint``/``integer``/``bigint`` or ``boolean``). Rows
 are named in error messages by the source's ``id`` column when it has one, else by
 ``ctid`` (tables and materialized views), else by 0-based row number.
@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ImgfeatError, InvalidParameterError, TrainingError
+from .training import _name_rows  # the core's "ids 3, 7 and 2 more" wording, shared
 
 __all__ = [
     "CACHE_SIZE",
@@ -84,7 +85,7 @@ _LABEL_TYPES = {
 """Label column types (pg_type.typname) accepted, and the label type they train."""
 
 _NUMERIC_ELEMENTS = ("float4", "float8", "numeric", "int2", "int4", "int8")
-"""Array element types (pg_type.typname) a features column may have; read as float8[]."""
+"""Array element types (pg_type.typname) a features column may have (see :func:`_features_expr`)."""
 
 
 class ClassifierNotFoundError(ImgfeatError):
@@ -129,7 +130,9 @@ class Source:
 
     def column(self, name: str | None, role: str) -> Column:
         """The column called ``name`` (exact, case-sensitive), or an error listing the columns."""
-        if name is None or name not in self.columns:
+        if name is None:
+            raise InvalidParameterError(f"{role}_column must not be NULL")
+        if name not in self.columns:
             raise InvalidParameterError(
                 f"{role} column {name!r} does not exist in {self.quoted}",
                 detail=f"columns: {', '.join(self.columns)}",
@@ -270,14 +273,6 @@ def _read_labelled(
     return ids, labels, rows
 
 
-def _name_rows(positions: list[int], ids: list[Any] | None) -> str:
-    shown = positions[:10]
-    text = ("ids " + ", ".join(str(ids[p]) for p in shown)) if ids is not None else (
-        "rows " + ", ".join(map(str, shown)) + " (0-based)"
-    )
-    return text + (f" and {len(positions) - 10} more" if len(positions) > 10 else "")
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -340,6 +335,14 @@ def train(
     (``replace``: overwrite a classifier of that name, keeping its ``owner``). Solver advice
     (e.g. no convergence within ``max_iterations``) becomes a NOTICE; a NOTICE summarises
     the result.
+
+    Regularisation is given in rxLogisticRegression's terms and mapped by
+    :func:`imgfeat.training.sklearn_params`: minimising ``sum_i logloss_i + l1_weight *
+    ||w||_1 + l2_weight / 2 * ||w||_2^2`` is scikit-learn's objective with
+    ``C = 1 / (l1_weight + l2_weight)`` and ``l1_ratio = l1_weight / (l1_weight + l2_weight)``
+    (both weights 0: ``C = inf``, no penalty); solver ``lbfgs`` when ``l1_weight == 0``, else
+    ``saga``. ``normalize`` standardises with the training mean and population standard
+    deviation, stored as ``scale_mean`` / ``scale_std`` and applied again at prediction.
 
     Raises:
         InvalidParameterError: bad name or hyper-parameter, missing or mistyped column.
