@@ -154,7 +154,7 @@ if "imgfeat" not in GD:
 return GD["imgfeat"].predict_table(plpy, classifier_name, source, features_column, id_column)
 $$;
 COMMENT ON FUNCTION imgfeat.predict_table(text, regclass, text, text) IS
-'Set-based imgfeat.predict: for every row of source (table or view), its id_column (as text), the most probable class and that class''s probability (float8 in [0, 1]), in id order. Rows are read and scored 200 at a time as one matrix, 2-3 times faster than calling imgfeat.predict per row (measured on 1000 rows of 512 features). NULL features give a NULL label and probability. Errors: unknown classifier or column, vectors of the wrong length or with NaN/infinite/NULL elements (ids named, at most 10). Runs with the caller''s rights.';
+'Set-based imgfeat.predict: for every row of source (table or view), its id_column (as text), the most probable class and that class''s probability (float8 in [0, 1]), in id order. Rows are read and scored 200 at a time as one matrix: about three times as fast as calling imgfeat.predict per row (measured on 1000 rows of 512 features). NULL features give a NULL label and probability. Errors: unknown classifier or column, vectors of the wrong length or with NaN/infinite/NULL elements (ids named, at most 10). Runs with the caller''s rights.';
 
 CREATE FUNCTION imgfeat.evaluate(
     classifier_name text,
