@@ -24,8 +24,11 @@ include $(PGXS)
 
 SQL_SOURCES = $(sort $(wildcard sql/src/*.sql))
 
-$(DATA_built): $(SQL_SOURCES) $(EXTENSION).control Makefile
-	sed -e 's|@IMGFEAT_LIB_DIR@|$(IMGFEAT_LIB_DIR)|g' -e 's|@EXTVERSION@|$(EXTVERSION)|g' $(SQL_SOURCES) > $@
+PRELUDE = sql/src/parallel_prelude.py.in
+
+$(DATA_built): $(SQL_SOURCES) $(PRELUDE) $(EXTENSION).control Makefile
+	sed -e '/^@PARALLEL_PRELUDE@$$/{r $(PRELUDE)' -e 'd;}' $(SQL_SOURCES) \
+	| sed -e 's|@IMGFEAT_LIB_DIR@|$(IMGFEAT_LIB_DIR)|g' -e 's|@EXTVERSION@|$(EXTVERSION)|g' > $@
 
 LIBDEST = $(DESTDIR)$(IMGFEAT_LIB_DIR)/$(EXTVERSION)
 LOCK = plpython/requirements.lock

@@ -15,30 +15,7 @@ CREATE FUNCTION imgfeat._featurize_image(
 LANGUAGE plpython3u STABLE PARALLEL SAFE COST 10000
 SET search_path = pg_catalog, pg_temp
 AS $$
-if "imgfeat" not in GD:
-    import ctypes, os, sys
-    try:
-        _in_parallel = ctypes.CDLL(None).IsInParallelMode
-        _in_parallel.restype = ctypes.c_bool
-        _parallel = bool(_in_parallel())
-    except (AttributeError, OSError):
-        _parallel = True
-    if not _parallel:
-        plpy.execute("SELECT imgfeat._bootstrap()")
-    else:
-        # No SPI in parallel mode: the library directory's trust comes from its ownership.
-        _base = lib_dir or "@IMGFEAT_LIB_DIR@"
-        if _base != "@IMGFEAT_LIB_DIR@":
-            _st = os.stat(_base)
-            if _st.st_uid not in (0, os.geteuid()) or _st.st_mode & 0o022:
-                plpy.error("imgfeat.python_lib_dir %s is not owned by root or the server, or is writable by others: refused in parallel mode" % _base, sqlstate="55000")
-        _path = _base.rstrip("/") + "/@EXTVERSION@"
-        if _path not in sys.path:
-            sys.path.insert(0, _path)
-        import imgfeat.server as _server
-        if _server.__version__ != "@EXTVERSION@":
-            plpy.error("imgfeat: library version %s does not match the extension version @EXTVERSION@" % _server.__version__, sqlstate="55000")
-        GD["imgfeat"] = _server
+@PARALLEL_PRELUDE@
 return GD["imgfeat"].featurize_image(plpy, image, model, model_name, resize, max_pixels, intra_threads, inter_threads, cache_size)
 $$;
 COMMENT ON FUNCTION imgfeat._featurize_image(bytea, imgfeat.models, text, text, text, text, text, text, text) IS
