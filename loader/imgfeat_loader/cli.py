@@ -102,6 +102,61 @@ def _models_remove(conn: psycopg.Connection[Any], args: argparse.Namespace) -> N
     print(f"removed {args.name}")
 
 
+def _spark_featurize(conn: None, args: argparse.Namespace) -> None:
+    """``imgfeat spark featurize``: :func:`imgfeat_loader.spark.featurize_spark` in a session it
+    creates (stopped at the end) or in the active one (left running)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ModuleNotFoundError:
+        raise SystemExit("imgfeat: pyspark is not installed: pip install 'imgfeat[spark]' (and Java 17+)") from None
+
+    from .spark import featurize_spark, spark_session
+
+    conf = {}
+    for item in args.conf:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--conf expects KEY=VALUE, not {item!r}")
+        conf[key] = value
+    active = SparkSession.getActiveSession()
+    spark = spark_session(args.master, jdbc_jar=args.jdbc_jar or "default", conf=conf)
+    try:
+        report = featurize_spark(
+            spark, args.dsn, args.model, files=args.files, table=args.table, id_column=args.id_column,
+            image_column=args.image_column, target=args.target, parquet=args.parquet, partitions=args.partitions,
+            batch_size=args.batch_size, on_error=args.on_error, reader=args.reader, jdbc_url=args.jdbc_url,
+        )
+    finally:
+        if active is None:
+            spark.stop()
+    for f in report.failures:
+        print(f"imgfeat: failed: {f.id}: {f.message}", file=sys.stderr)
+    print(report.summary())
+
+
+def _add_spark_parser(sub: Any) -> None:
+    sp = sub.add_parser("spark", help="featurize on Apache Spark").add_subparsers(dest="spark_command", required=True)
+    fz = sp.add_parser("featurize", help="featurize files or a table on Spark, with a model registered in the database")
+    src = fz.add_mutually_exclusive_group(required=True)
+    src.add_argument("--files", metavar="GLOB", help="image files readable by every executor; the id is the path")
+    src.add_argument("--table", help="a table with an id and a bytea image column")
+    dst = fz.add_mutually_exclusive_group(required=True)
+    dst.add_argument("--target", metavar="TABLE", help="PostgreSQL table for the features (created if missing)")
+    dst.add_argument("--parquet", metavar="PATH", help="or a Parquet directory")
+    fz.add_argument("--model", default="resnet18", help="registered model name (default resnet18)")
+    fz.add_argument("--id-column", default="id", help="id column of --table (default id)")
+    fz.add_argument("--image-column", default="image", help="bytea image column of --table (default image)")
+    fz.add_argument("--master", help="Spark master URL (default: spark-submit's or local[*])")
+    fz.add_argument("--partitions", type=int, help="Spark partitions (default: automatic)")
+    fz.add_argument("--batch-size", type=int, default=32, help="images per model run and per commit (default 32)")
+    fz.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="a bad image stops (default) or is skipped")
+    fz.add_argument("--reader", choices=("auto", "jdbc", "psycopg"), default="auto", help="how --table is read")
+    fz.add_argument("--jdbc-jar", metavar="JAR", help="PostgreSQL JDBC driver (default $IMGFEAT_JDBC_JAR or Debian's)")
+    fz.add_argument("--jdbc-url", metavar="URL", help="jdbc:postgresql://host:port/db when not derivable from the DSN")
+    fz.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting (repeatable)")
+    fz.set_defaults(func=_spark_featurize, needs_db=lambda a: False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgfeat", description="In-database image featurization for PostgreSQL.")
     parser.add_argument("--dsn", help="libpq connection string or URL (default: $IMGFEAT_DSN, then the PG* variables)")
@@ -163,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmu.add_argument("--sha256", metavar="HEX", help="expected sha256 of the archive")
     cmu.add_argument("--no-progress", action="store_true", help="no progress bar")
     cmu.set_defaults(func=_datasets_cmu_faces)
+    _add_spark_parser(sub)
     return parser
 
 
