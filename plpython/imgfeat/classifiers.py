@@ -290,6 +290,33 @@ def _exists(plpy: Any, name: str) -> bool:
     return bool(plpy.execute(plan, [name]))
 
 
+def _check_may_replace(plpy: Any, name: str) -> None:
+    """Only a classifier's owner (or a member of imgfeat_admin, or a superuser) may replace it.
+
+    Raises:
+        ClassifierPermissionError: the classifier belongs to another role.
+    """
+    plan = _plan(
+        plpy,
+        "SELECT c.owner::text AS owner, (c.owner = current_user OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER') "
+        "OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) AS allowed "
+        "FROM imgfeat.classifiers c WHERE c.name = $1",
+        ["pg_catalog.text"],
+    )
+    rows = plpy.execute(plan, [name])
+    if rows and not rows[0]["allowed"]:
+        raise ClassifierPermissionError(
+            f"classifier {name!r} belongs to {rows[0]['owner']}: only its owner or imgfeat_admin may replace it",
+            hint="train under another name",
+        )
+
+
+class ClassifierPermissionError(ImgfeatError):
+    """Replacing another role's classifier (``42501`` insufficient_privilege)."""
+
+    sqlstate = "42501"
+
+
 def _featurizer(plpy: Any, src: Source) -> str | None:
     """The source's single ``model_name`` value, ``None`` without that column or any value.
 
@@ -371,6 +398,8 @@ def train(
             f"classifier {name!r} already exists",
             hint="pass replace => true to overwrite it, or choose another name",
         )
+    if replace:
+        _check_may_replace(plpy, name)
     src = source_relation(plpy, source)
     feat = _features_column(src, features_column)
     _, label_expr = _label_column(src, label_column)

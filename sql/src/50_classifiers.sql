@@ -44,7 +44,6 @@ COMMENT ON COLUMN imgfeat.classifiers.scale_mean IS 'float8[d] training mean of 
 COMMENT ON COLUMN imgfeat.classifiers.scale_std IS 'float8[d] training population standard deviation (ddof 0) of each feature, 1 for constant features, or NULL ("normalize" => false).';
 COMMENT ON COLUMN imgfeat.classifiers.owner IS 'The role that owns this classifier name (kept on replace).';
 SELECT pg_catalog.pg_extension_config_dump('imgfeat.classifiers', '');
-GRANT SELECT, INSERT, UPDATE, DELETE ON imgfeat.classifiers TO PUBLIC;
 
 CREATE PROCEDURE imgfeat.train_logistic_regression(
     classifier_name text,

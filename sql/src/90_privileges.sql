@@ -1,10 +1,69 @@
--- Privileges. The functions run with the caller's rights (SECURITY INVOKER): using imgfeat
--- needs USAGE on the schema and SELECT on the model registry.
-GRANT USAGE ON SCHEMA imgfeat TO PUBLIC;
-GRANT SELECT ON imgfeat.models, imgfeat.model_chunks TO PUBLIC;
-GRANT SELECT, INSERT, DELETE ON imgfeat.featurize_errors TO PUBLIC;
-GRANT SELECT, INSERT, UPDATE ON imgfeat.featurize_jobs TO PUBLIC;
-GRANT SELECT ON imgfeat.featurize_progress TO PUBLIC;
-REVOKE EXECUTE ON FUNCTION imgfeat.register_model(text, bytea, text, text, jsonb, text, integer, boolean) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION imgfeat.register_synthetic_model(text, text, integer, boolean) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION imgfeat.drop_model(text) FROM PUBLIC;
+-- Roles and privileges.
+--
+-- imgfeat_user:  featurizes, trains, predicts and evaluates. Analysts are granted this role.
+-- imgfeat_admin: also registers and drops featurizer models, and manages every classifier.
+-- The roles are cluster-wide: created here if missing, never dropped with the extension.
+-- Every function runs with the caller's rights (SECURITY INVOKER), except the internal
+-- imgfeat._config_settings(), which reads the superuser-only pg_file_settings for imgfeat.*.
+-- PUBLIC gets nothing: not even USAGE on the schema.
+
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'imgfeat_user') THEN
+        CREATE ROLE imgfeat_user NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'imgfeat_admin') THEN
+        CREATE ROLE imgfeat_admin NOLOGIN;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('imgfeat_admin', 'imgfeat_user', 'MEMBER') THEN
+        GRANT imgfeat_user TO imgfeat_admin;
+    END IF;
+END
+$roles$;
+COMMENT ON ROLE imgfeat_user IS 'imgfeat: featurize images, train, predict and evaluate classifiers (GRANT imgfeat_user TO analyst). Reading image files on the server also needs pg_read_server_files.';
+COMMENT ON ROLE imgfeat_admin IS 'imgfeat: everything imgfeat_user may do, plus registering and dropping featurizer models and managing every classifier.';
+
+REVOKE ALL ON SCHEMA imgfeat FROM PUBLIC;
+GRANT USAGE ON SCHEMA imgfeat TO imgfeat_user;
+
+REVOKE ALL ON ALL ROUTINES IN SCHEMA imgfeat FROM PUBLIC;
+GRANT EXECUTE ON ALL ROUTINES IN SCHEMA imgfeat TO imgfeat_user;
+DO $admin$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'imgfeat'::regnamespace
+          AND p.proname IN ('register_model', 'register_synthetic_model', 'drop_model', 'quantize_model')
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM imgfeat_user', f);
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO imgfeat_admin', f);
+    END LOOP;
+END
+$admin$;
+
+REVOKE ALL ON ALL TABLES IN SCHEMA imgfeat FROM PUBLIC;
+GRANT SELECT ON imgfeat.models, imgfeat.model_chunks TO imgfeat_user;
+GRANT INSERT, UPDATE, DELETE ON imgfeat.models, imgfeat.model_chunks TO imgfeat_admin;
+GRANT SELECT, INSERT, DELETE ON imgfeat.featurize_errors TO imgfeat_user;
+GRANT SELECT, INSERT, UPDATE ON imgfeat.featurize_jobs TO imgfeat_user;
+GRANT SELECT ON imgfeat.featurize_progress TO imgfeat_user;
+GRANT SELECT, INSERT, UPDATE, DELETE ON imgfeat.classifiers TO imgfeat_user;
+
+-- Classifiers: everyone with imgfeat_user reads and uses every classifier; only its owner
+-- (or imgfeat_admin) replaces or deletes it.
+ALTER TABLE imgfeat.classifiers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY classifiers_select ON imgfeat.classifiers FOR SELECT USING (true);
+CREATE POLICY classifiers_insert ON imgfeat.classifiers FOR INSERT
+    WITH CHECK (owner = current_user OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'));
+CREATE POLICY classifiers_update ON imgfeat.classifiers FOR UPDATE
+    USING (owner = current_user OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'));
+CREATE POLICY classifiers_delete ON imgfeat.classifiers FOR DELETE
+    USING (owner = current_user OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'));
+
+-- Featurize jobs: everyone sees the progress of every job; a job row is written by its own role.
+ALTER TABLE imgfeat.featurize_jobs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY featurize_jobs_select ON imgfeat.featurize_jobs FOR SELECT USING (true);
+CREATE POLICY featurize_jobs_insert ON imgfeat.featurize_jobs FOR INSERT WITH CHECK (started_by = current_user);
+CREATE POLICY featurize_jobs_update ON imgfeat.featurize_jobs FOR UPDATE USING (started_by = current_user);

@@ -69,6 +69,7 @@ def dsn(server_dsn: str) -> Iterator[str]:
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION imgfeat CASCADE")
         conn.execute(f"GRANT CREATE ON SCHEMA public TO {ANALYST}")
+        conn.execute(f"GRANT imgfeat_user TO {ANALYST}")
     yield db_dsn
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
