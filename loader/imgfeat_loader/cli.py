@@ -157,6 +157,85 @@ def _add_spark_parser(sub: Any) -> None:
     fz.set_defaults(func=_spark_featurize, needs_db=lambda a: False)
 
 
+def _featurize(conn: None, args: argparse.Namespace) -> None:
+    from . import procedures
+
+    job = procedures.featurize(
+        args.dsn, args.source, args.target, model_name=args.model, id_column=args.id_column,
+        image_column=args.image_column, batch_size=args.batch_size, on_error=args.on_error,
+        progress=not args.no_progress,
+    )
+    print(f"featurized {job.get('rows_done', 0)} rows into {job.get('target')} ({job.get('rows_failed', 0)} failed, "
+          f"{job.get('images_per_second') or 0} images/s)")
+
+
+def _train(conn: None, args: argparse.Namespace) -> None:
+    from . import procedures
+
+    row = procedures.train(
+        args.dsn, args.name, args.source, features_column=args.features_column, label_column=args.label_column,
+        l1_weight=args.l1_weight, l2_weight=args.l2_weight, max_iterations=args.max_iterations,
+        normalize=not args.no_normalize, class_weight=args.class_weight, replace=args.replace,
+    )
+    metrics = row.get("training_metrics") or {}
+    print(f"trained {row['name']}: classes {', '.join(row['classes'])}, {row['feature_dim']} features, "
+          f"{row['training_rows']} rows, training accuracy {metrics.get('accuracy', float('nan')):.4f}")
+
+
+def _evaluate(conn: None, args: argparse.Namespace) -> None:
+    from . import procedures
+
+    ev = procedures.evaluate(args.dsn, args.name, args.source, features_column=args.features_column,
+                             label_column=args.label_column)
+    print(procedures.to_json(ev) if args.json else procedures.format_evaluation(ev))
+
+
+def _demo(conn: None, args: argparse.Namespace) -> None:
+    from . import demo
+
+    demo.print_result(demo.run_demo(args.dsn, faces_dir=args.faces, report=args.report,
+                                    allow_download=False if args.offline else None))
+
+
+def _add_job_parsers(sub: Any) -> None:
+    """featurize / train / evaluate / demo: thin wrappers over the SQL procedures."""
+    no_db = {"needs_db": lambda a: False}
+    fz = sub.add_parser("featurize", help="CALL imgfeat.featurize with a progress bar")
+    fz.add_argument("source", help="table or view (regclass)")
+    fz.add_argument("target", help="features table (created if missing)")
+    fz.add_argument("--model", default="resnet18")
+    fz.add_argument("--id-column", default="id")
+    fz.add_argument("--image-column", default="image")
+    fz.add_argument("--batch-size", type=int, default=32)
+    fz.add_argument("--on-error", choices=("raise", "skip"), default="raise")
+    fz.add_argument("--no-progress", action="store_true")
+    fz.set_defaults(func=_featurize, **no_db)
+    tr = sub.add_parser("train", help="CALL imgfeat.train_logistic_regression")
+    tr.add_argument("name", help="classifier name")
+    tr.add_argument("source", help="table or view with features and labels")
+    tr.add_argument("--features-column", default="features")
+    tr.add_argument("--label-column", default="label")
+    tr.add_argument("--l1-weight", type=float, default=0.0)
+    tr.add_argument("--l2-weight", type=float, default=1.0)
+    tr.add_argument("--max-iterations", type=int, default=1000)
+    tr.add_argument("--no-normalize", action="store_true")
+    tr.add_argument("--class-weight", choices=("balanced",))
+    tr.add_argument("--replace", action="store_true")
+    tr.set_defaults(func=_train, **no_db)
+    ev = sub.add_parser("evaluate", help="SELECT imgfeat.evaluate(...)")
+    ev.add_argument("name", help="classifier name")
+    ev.add_argument("source", help="table or view with features and labels")
+    ev.add_argument("--features-column", default="features")
+    ev.add_argument("--label-column", default="label")
+    ev.add_argument("--json", action="store_true", help="print the jsonb as it is")
+    ev.set_defaults(func=_evaluate, **no_db)
+    dm = sub.add_parser("demo", help="the main job: CMU faces, left vs right")
+    dm.add_argument("--faces", type=Path, help="the CMU faces directory (default: $IMGFEAT_CMU_FACES, ../shared, else download)")
+    dm.add_argument("--report", type=Path, default=Path(".imgfeat/demo-report.html"))
+    dm.add_argument("--offline", action="store_true", help="do not try to download pre-trained weights")
+    dm.set_defaults(func=_demo, **no_db)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgfeat", description="In-database image featurization for PostgreSQL.")
     parser.add_argument("--dsn", help="libpq connection string or URL (default: $IMGFEAT_DSN, then the PG* variables)")
@@ -218,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmu.add_argument("--sha256", metavar="HEX", help="expected sha256 of the archive")
     cmu.add_argument("--no-progress", action="store_true", help="no progress bar")
     cmu.set_defaults(func=_datasets_cmu_faces)
+    _add_job_parsers(sub)
     _add_spark_parser(sub)
     return parser
 
