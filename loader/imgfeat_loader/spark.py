@@ -237,8 +237,8 @@ def source_table(conn: psycopg.Connection[Any], table: str, id_column: str, imag
             f"image column {image_column!r} is {cols[image_column]}; featurize_spark reads bytea columns",
             hint="For image files, pass files=GLOB (paths readable by every executor) instead of a table.",
         )
-    ident = lambda n: sql.Identifier(n).as_string(conn)  # noqa: E731
-    return SourceTable(oid, quoted, ident(id_column), ident(image_column), cols[id_column])
+    return SourceTable(oid, quoted, sql.Identifier(id_column).as_string(conn),
+                       sql.Identifier(image_column).as_string(conn), cols[id_column])
 
 
 def prepare_target(conn: psycopg.Connection[Any], target: str, id_type: str) -> str:
@@ -430,8 +430,12 @@ def featurize_spark(
     sc = spark.sparkContext
     broadcast = sc.broadcast(model_bytes)
     del model_bytes
-    get_model = lambda: broadcast.value  # noqa: E731  (read on the executors, once per worker)
+
+    def get_model() -> bytes:  # called on the executors, once per Python worker
+        return broadcast.value  # type: ignore[no-any-return]
+
     started = time.perf_counter()
+    rows: Any  # an RDD of (id, image bytes or None)
     try:
         if files is not None:
             df = spark.read.format("binaryFile").load(files).select("path", "content")
@@ -483,10 +487,9 @@ def _merge(report: SparkReport, summaries: list[PartitionSummary]) -> None:
     if stopped:
         first = min(stopped, key=lambda f: str(f.id))
         err = failure_error(first)
-        err.detail = "; ".join(
-            x for x in (err.detail, f"{report.featurized} images were featurized and committed before the job stopped "
-                        f"({len(stopped)} partition(s) stopped at a failing image)") if x
-        )
+        done = (f"{report.featurized} images were featurized and committed before the job stopped "
+                f"({len(stopped)} partition(s) stopped at a failing image)")
+        err.detail = f"{err.detail}; {done}" if err.detail else done
         raise err
 
 
@@ -529,7 +532,7 @@ def _write_parquet(
     except Exception as exc:  # a task raised: surface the imgfeat error it carries, if any
         found = re.search(r"imgfeat\.errors\.(\w+): (.+)", str(exc))
         if found:
-            import imgfeat.errors as errors
+            from imgfeat import errors
 
             cls = getattr(errors, found.group(1), None)
             if isinstance(cls, type) and issubclass(cls, ImgfeatError):

@@ -342,7 +342,7 @@ def feature_rows(
 
 def failure_error(f: Failure) -> ImgfeatError:
     """The ImgfeatError (of the failure's class) that ``on_error='raise'`` raises for ``f``."""
-    import imgfeat.errors as errors
+    from imgfeat import errors
 
     cls_name = "".join(part.capitalize() for part in f.error_class.split("_"))
     cls = getattr(errors, cls_name, ImageDecodeError)
@@ -382,9 +382,11 @@ def read_table_range(
     query = (
         f"SELECT s.{id_column}, s.{image_column} FROM {source} s WHERE {' AND '.join(where)} ORDER BY s.{id_column}"
     )
-    with psycopg.connect(spec.dsn, application_name="imgfeat spark reader") as conn:
-        with conn.cursor(name="imgfeat_spark_read") as cur:
-            cur.itersize = max(spec.batch_size, 16)
-            cur.execute(query, params)
-            for row in cur:
-                yield row[0], row[1]
+    with (
+        psycopg.connect(spec.dsn, application_name="imgfeat spark reader") as conn,
+        conn.cursor(name="imgfeat_spark_read") as cur,
+    ):
+        cur.itersize = max(spec.batch_size, 16)
+        cur.execute(query, params)
+        for row in cur:
+            yield row[0], row[1]

@@ -125,6 +125,34 @@ def test_interrupted_job_run_again_gives_one_row_per_image(
     assert (third.featurized, third.already_done) == (0, N_FACES)
 
 
+def test_job_that_dies_midway_completes_when_run_again(
+    spark: SparkSession, dsn: str, resnet18: str, faces40: list[Path], reference: dict[str, np.ndarray],
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A crash in the middle of a partition (here: the database refuses id 30, so that task
+    fails on every retry and Spark aborts the job); the next run does only what is missing.
+    The psycopg reader reads each id range in id order, so batch 21..24 and 25..28 of the
+    second range (21..40) are committed before the batch holding 30 fails."""
+    conn.execute("CREATE TABLE spark_crash (id bigint NOT NULL, model_name text NOT NULL, features real[] NOT NULL, "
+                 "featurized_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, model_name))")
+    conn.execute("CREATE FUNCTION spark_crash_at_30() RETURNS trigger LANGUAGE plpgsql AS "
+                 "$$BEGIN IF NEW.id = 30 THEN RAISE EXCEPTION 'simulated crash'; END IF; RETURN NEW; END$$")
+    conn.execute("CREATE TRIGGER crash BEFORE INSERT ON spark_crash FOR EACH ROW EXECUTE FUNCTION spark_crash_at_30()")
+    with pytest.raises(Exception, match="simulated crash"):
+        featurize_spark(spark, dsn, resnet18, table="spark_faces", target="spark_crash", partitions=2, batch_size=4,
+                        reader="psycopg")
+    done = {i for (i,) in conn.execute("SELECT id FROM spark_crash").fetchall()}
+    assert set(range(21, 29)) <= done and 30 not in done  # the batches before the crash were committed
+    conn.execute("DROP TRIGGER crash ON spark_crash")
+    again = featurize_spark(spark, dsn, resnet18, table="spark_faces", target="spark_crash", partitions=2,
+                            batch_size=4, reader="psycopg")
+    assert (again.featurized, again.already_done) == (N_FACES - len(done), 0)  # done rows are not even read
+    per_id = conn.execute("SELECT id, count(*) FROM spark_crash GROUP BY id").fetchall()
+    assert sorted(i for i, _ in per_id) == list(range(1, N_FACES + 1)) and {n for _, n in per_id} == {1}
+    got = features_of(conn, "spark_crash", resnet18)
+    assert worst_diff({str(p): got[i] for i, p in enumerate(faces40, start=1)}, reference) <= TOL
+
+
 def test_table_through_jdbc_by_id_ranges(
     spark: SparkSession, dsn: str, resnet18: str, faces40: list[Path], reference: dict[str, np.ndarray],
     conn: psycopg.Connection[Any],
