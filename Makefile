@@ -12,8 +12,10 @@ IMGFEAT_LIB_DIR ?= /usr/local/lib/imgfeat
 PLPYTHON ?= /usr/bin/python3
 PYTHON ?= python3
 
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
+# The current version's install script is assembled from sql/src/*.sql; earlier releases'
+# install scripts (frozen) and the upgrade scripts between versions live in sql/releases/.
+RELEASE_SOURCES = $(wildcard sql/releases/$(EXTENSION)--*.sql.in)
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql $(patsubst sql/releases/%.sql.in,sql/%.sql,$(RELEASE_SOURCES))
 REGRESS = $(patsubst tests/sql/%.sql,%,$(sort $(wildcard tests/sql/*.sql)))
 REGRESS_OPTS = --inputdir=tests --outputdir=build/regress
 EXTRA_CLEAN = build
@@ -25,10 +27,15 @@ include $(PGXS)
 SQL_SOURCES = $(sort $(wildcard sql/src/*.sql))
 
 PRELUDE = sql/src/parallel_prelude.py.in
+# $(call assemble,FILES): the PL/Python parallel prelude inlined, install paths and version substituted.
+assemble = sed -e '/^@PARALLEL_PRELUDE@$$/{r $(PRELUDE)' -e 'd;}' $(1) \
+	| sed -e 's|@IMGFEAT_LIB_DIR@|$(IMGFEAT_LIB_DIR)|g' -e 's|@EXTVERSION@|$(EXTVERSION)|g'
 
-$(DATA_built): $(SQL_SOURCES) $(PRELUDE) $(EXTENSION).control Makefile
-	sed -e '/^@PARALLEL_PRELUDE@$$/{r $(PRELUDE)' -e 'd;}' $(SQL_SOURCES) \
-	| sed -e 's|@IMGFEAT_LIB_DIR@|$(IMGFEAT_LIB_DIR)|g' -e 's|@EXTVERSION@|$(EXTVERSION)|g' > $@
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) $(PRELUDE) $(EXTENSION).control Makefile
+	$(call assemble,$(SQL_SOURCES)) > $@
+
+sql/%.sql: sql/releases/%.sql.in $(PRELUDE) $(EXTENSION).control Makefile
+	$(call assemble,$<) > $@
 
 LIBDEST = $(DESTDIR)$(IMGFEAT_LIB_DIR)/$(EXTVERSION)
 LOCK = plpython/requirements.lock
