@@ -12,7 +12,8 @@ Featurizes the 312 full-resolution left/right CMU faces (``--faces``, default
 onnxruntime with one thread per task). Each configuration is first warmed up on a few
 faces (executor JVMs and Python workers started, model shipped and loaded), then timed
 ``--repeat`` times into new tables; the figure is featurized images / wall seconds of the
-Spark job. ``--in-database`` also times ``CALL imgfeat.featurize`` on the same faces
+Spark job; the images per CPU-second of the executors' Python workers are printed too
+(what one core does when it is not shared). ``--in-database`` also times ``CALL imgfeat.featurize`` on the same faces
 (one backend, one onnxruntime thread) for comparison.
 
 The database is ``--dsn`` / ``IMGFEAT_DSN`` if given (imgfeat installed, the model
@@ -61,7 +62,8 @@ def bench_spark(
                     conn.execute(f"DROP TABLE IF EXISTS {table}")
             speeds.append(report.images_per_second)
             print(f"{executors} executor(s), run {r + 1}: {report.featurized} images in {report.seconds:.2f} s "
-                  f"({report.partitions} partitions) = {report.images_per_second:.1f} images/s")
+                  f"({report.partitions} partitions) = {report.images_per_second:.1f} images/s; "
+                  f"{report.featurized / report.cpu_seconds:.1f} images per CPU-second of the Python workers")
             if verbose:
                 print(f"  partitions (worker pid, seconds, model load seconds): {report.partition_seconds}")
         with db.connect(dsn) as conn:
@@ -69,6 +71,15 @@ def bench_spark(
     finally:
         spark.stop()
     return speeds
+
+
+def backend_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a local process (/proc/PID/stat), 0.0 if unreadable (remote server)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_in_database(dsn: str, faces: Path, model: str, batch_size: int) -> float:
@@ -82,13 +93,17 @@ def bench_in_database(dsn: str, faces: Path, model: str, batch_size: int) -> flo
                 copy.write_row((str(p), p.read_bytes()))
         try:
             conn.execute(f"SELECT imgfeat.featurize_image(image, %s) FROM {src} LIMIT 1", (model,))  # warm the backend
+            cpu_before = backend_cpu_seconds(conn.info.backend_pid)
             started = time.perf_counter()
             conn.execute(f"CALL imgfeat.featurize('{src}', '{dst}', %s, batch_size => %s)", (model, batch_size))
             seconds = time.perf_counter() - started
+            cpu = backend_cpu_seconds(conn.info.backend_pid) - cpu_before
         finally:
             conn.execute(f"DROP TABLE IF EXISTS {src}, {dst}")
     speed = len(files) / seconds
-    print(f"in-database CALL imgfeat.featurize (1 backend): {len(files)} images in {seconds:.2f} s = {speed:.1f} images/s")
+    per_cpu = f"; {len(files) / cpu:.1f} images per CPU-second of the backend" if cpu > 0 else ""
+    print(f"in-database CALL imgfeat.featurize (1 backend): {len(files)} images in {seconds:.2f} s = "
+          f"{speed:.1f} images/s{per_cpu}")
     return speed
 
 

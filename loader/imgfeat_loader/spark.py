@@ -321,6 +321,8 @@ class SparkReport:
     seconds: float = 0.0
     partition_seconds: list[tuple[int, float, float]] = field(default_factory=list)
     """Per partition written to PostgreSQL: (Python worker pid, seconds, of which model loading)."""
+    cpu_seconds: float = 0.0
+    """CPU time of the executors' Python workers, summed over the partitions (PostgreSQL targets)."""
 
     @property
     def images_per_second(self) -> float:
@@ -483,6 +485,7 @@ def _merge(report: SparkReport, summaries: list[PartitionSummary]) -> None:
         report.already_done += s.already_done
         report.failed += s.failed
         report.partition_seconds.append((s.worker_pid, round(s.seconds, 3), round(s.model_seconds, 3)))
+        report.cpu_seconds += s.cpu_seconds
         (stopped if s.stopped else report.failures).extend(s.failures)
     if stopped:
         first = min(stopped, key=lambda f: str(f.id))

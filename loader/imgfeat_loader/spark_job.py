@@ -114,6 +114,8 @@ class PartitionSummary:
     """Wall time of the partition (reading, featurizing, writing)."""
     model_seconds: float = 0.0
     """Of which loading the model (0 when the worker had it cached)."""
+    cpu_seconds: float = 0.0
+    """CPU time of the Python worker for the partition (user + system, all its threads)."""
     worker_pid: int = 0
 
     def add_failure(self, failure: Failure) -> None:
@@ -282,7 +284,7 @@ def write_partition(
         psycopg.Error: the database refused a write (Spark retries the task; committed
             batches are not redone).
     """
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     summary = PartitionSummary(worker_pid=os.getpid())
     writer: _Writer | None = None
     model = None
@@ -312,6 +314,7 @@ def write_partition(
         if writer is not None:
             writer.close()
         summary.seconds = time.perf_counter() - started
+        summary.cpu_seconds = time.process_time() - cpu
     return summary
 
 
