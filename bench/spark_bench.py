@@ -44,7 +44,8 @@ FACES_GLOB = "*/*_{left,right}_*_{open,sunglasses}.pgm"
 def bench_spark(
     dsn: str, faces: Path, model: str, executors: int, batch_size: int, repeat: int, verbose: bool = False
 ) -> list[float]:
-    spark = spark_session(f"local-cluster[{executors},1,1024]", app_name=f"imgfeat-bench-{executors}")
+    spark = spark_session(f"local-cluster[{executors},1,1024]", app_name=f"imgfeat-bench-{executors}",
+                          conf={"spark.ui.enabled": "false"})
     speeds = []
     try:
         started = time.perf_counter()

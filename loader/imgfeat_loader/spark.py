@@ -130,7 +130,6 @@ def spark_session(
         "spark.pyspark.driver.python": python,
         "spark.executorEnv.PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)),
         "spark.ui.showConsoleProgress": "false",
-        "spark.ui.enabled": "false",
         # A glob over many files expands to many root paths; listing them in a Spark job
         # (the default past 32 paths) costs a stage of tiny tasks for no gain.
         "spark.sql.sources.parallelPartitionDiscovery.threshold": "1000000",

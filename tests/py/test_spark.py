@@ -28,7 +28,7 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def spark() -> Iterator[SparkSession]:
     """Two executors of one core each, the venv's Python on both, the Debian JDBC jar."""
-    session = spark_session(MASTER, app_name="imgfeat-tests")
+    session = spark_session(MASTER, app_name="imgfeat-tests", conf={"spark.ui.enabled": "false"})
     assert session.sparkContext.defaultParallelism == 2
     yield session
     session.stop()
