@@ -102,6 +102,21 @@ def _models_remove(conn: psycopg.Connection[Any], args: argparse.Namespace) -> N
     print(f"removed {args.name}")
 
 
+def _models_quantize(conn: psycopg.Connection[Any], args: argparse.Namespace) -> None:
+    """``imgfeat models quantize``: ``imgfeat.quantize_model`` (server-side calibration and quantization)."""
+    row = conn.execute(
+        "SELECT q.name, q.architecture, q.feature_dim, q.sha256, q.size_bytes, "
+        "(SELECT m.size_bytes FROM imgfeat.models m WHERE m.name = %(base)s) "
+        "FROM imgfeat.quantize_model(%(base)s, %(table)s::regclass, %(column)s, %(new)s, %(rows)s, %(replace)s) q",
+        {"base": args.name, "table": args.calibration_table, "column": args.image_column, "new": args.new_name,
+         "rows": args.rows, "replace": args.replace},
+    ).fetchone()
+    assert row is not None
+    name, arch, dim, sha, size, base_size = row
+    print(f"registered {name}: int8 {arch}, {dim} features, sha256 {sha[:12]}, "
+          f"{size / 1e6:.1f} MB (float32: {base_size / 1e6:.1f} MB)")
+
+
 def _spark_featurize(conn: None, args: argparse.Namespace) -> None:
     """``imgfeat spark featurize``: :func:`imgfeat_loader.spark.featurize_spark` in a session it
     creates (stopped at the end) or in the active one (left running)."""
@@ -261,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     rm = m.add_parser("remove", help="drop a model")
     rm.add_argument("name")
     rm.set_defaults(func=_models_remove)
+    qz = m.add_parser("quantize", help="register an int8 variant (onnxruntime static quantization) calibrated on your images")
+    qz.add_argument("name", help="the registered float model, e.g. resnet50")
+    qz.add_argument("--calibration-table", required=True, metavar="TABLE",
+                    help="table or view whose images calibrate the activation ranges (a sample of what you will featurize)")
+    qz.add_argument("--image-column", default="image", help="bytea image bytes or text paths (default image)")
+    qz.add_argument("--new-name", help="registered name of the int8 model (default NAME-int8)")
+    qz.add_argument("--rows", type=int, default=64, help="calibration images to use, 1..4096 (default 64)")
+    qz.add_argument("--replace", action="store_true", help="overwrite a model of the new name")
+    qz.set_defaults(func=_models_quantize)
     dl = m.add_parser("download", help="download a catalogued pre-trained model and register it")
     dl.add_argument("name", help="catalog name, e.g. torchvision/resnet18 or onnx-zoo/resnet18-v1-7")
     dl.add_argument("--cache", metavar="DIR", help="download directory (default $XDG_CACHE_HOME/imgfeat)")

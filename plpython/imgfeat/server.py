@@ -465,3 +465,20 @@ def evaluate_classifier(plpy: Any, classifier_name: str, source: str, features_c
     from . import classifiers
 
     return classifiers.evaluate(plpy, classifier_name, source, features_column, label_column)
+
+
+# --------------------------------------------------------------------------- int8 quantization
+
+
+@entry_point
+def quantize_model(
+    plpy: Any, model_name: str, calibration_source: str, image_column: str | None, new_name: str | None,
+    calibration_rows: int, replace: bool,
+) -> str:
+    """``imgfeat.quantize_model``: see :func:`imgfeat.quantize.quantize_registered`; returns the new name."""
+    from . import quantize
+
+    return quantize.quantize_registered(
+        plpy, model_name, calibration_source, image_column or "image", new_name, calibration_rows, bool(replace),
+        max_pixels=tunables(plpy)["max_pixels"], image_root=image_root,
+    )
