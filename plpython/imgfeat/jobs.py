@@ -89,6 +89,9 @@ def target_relation(plpy: Any, target: str, id_type: str) -> Relation:
     if len(parts) != 2:
         raise InvalidParameterError(f"target {target!r} must be table or schema.table")
     quoted = f"{plpy.quote_ident(parts[0])}.{plpy.quote_ident(parts[1])}"
+    # Jobs started at once into the same new target: one creates it, the others wait for the
+    # lock (held until the procedure's first commit) and then find it.
+    plpy.execute(plpy.prepare("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))", ["text"]), [quoted])
     exists = plpy.execute(plpy.prepare("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS e", ["text"]), [quoted])[0]["e"]
     if not exists:
         plpy.execute(

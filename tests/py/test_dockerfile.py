@@ -343,7 +343,8 @@ def recipe(main_run: list[str]) -> Iterator[Recipe]:
 def test_recipe_installs_extension_library_and_models(recipe: Recipe) -> None:
     dest, version, pg_major = recipe.dest, imgfeat.__version__, recipe.pg_major
     ext = dest / "usr" / "share" / "postgresql" / pg_major / "extension"
-    assert sorted(p.name for p in ext.iterdir()) == [f"imgfeat--{version}.sql", "imgfeat.control"]
+    releases = [p.name.removesuffix(".in") for p in (ROOT / "sql" / "releases").glob("imgfeat--*.sql.in")]
+    assert sorted(p.name for p in ext.iterdir()) == sorted([f"imgfeat--{version}.sql", "imgfeat.control", *releases])
     sql_text = (ext / f"imgfeat--{version}.sql").read_text()
     assert "@IMGFEAT_LIB_DIR@" not in sql_text and 'libdir = "/usr/local/lib/imgfeat"' in sql_text
     lib = dest / "usr" / "local" / "lib" / "imgfeat" / version

@@ -79,7 +79,7 @@ def write_suite(pytester: pytest.Pytester, backend: str) -> None:
 def test_local_backend_runs_a_users_suite(user_suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(testing.BACKEND_ENV, "local")
     write_suite(user_suite, "local")
-    result = user_suite.runpytest(*plugin_args(), "-W", "error", "-s")
+    result = user_suite.runpytest_subprocess(*plugin_args(), "-W", "error", "-s")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*REASON: local backend requested*"])
 
@@ -88,7 +88,7 @@ def test_auto_without_docker_falls_back_to_local(user_suite: pytest.Pytester, mo
     monkeypatch.delenv(testing.BACKEND_ENV, raising=False)
     monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     write_suite(user_suite, "local")
-    result = user_suite.runpytest(*plugin_args(), "-W", "error", "-s", "-k", "session_server or extension")
+    result = user_suite.runpytest_subprocess(*plugin_args(), "-W", "error", "-s", "-k", "session_server or extension")
     result.assert_outcomes(passed=2, deselected=2)
     result.stdout.fnmatch_lines([f"*REASON: auto: no Docker engine: cannot reach {NO_DOCKER}*"])
 
@@ -99,7 +99,7 @@ def test_command_line_option_overrides_the_environment(
     monkeypatch.setenv(testing.BACKEND_ENV, "docker")
     monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     write_suite(user_suite, "local")
-    result = user_suite.runpytest(*plugin_args(), "--imgfeat-backend", "local", "-k", "session_server")
+    result = user_suite.runpytest_subprocess(*plugin_args(), "--imgfeat-backend", "local", "-k", "session_server")
     result.assert_outcomes(passed=1, deselected=3)
 
 
@@ -109,7 +109,7 @@ def test_docker_requested_without_engine_errors_with_the_reason(
     monkeypatch.setenv(testing.BACKEND_ENV, "docker")
     monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     write_suite(user_suite, "docker")
-    result = user_suite.runpytest(*plugin_args(), "-k", "extension_created or session_server")
+    result = user_suite.runpytest_subprocess(*plugin_args(), "-k", "extension_created or session_server")
     result.assert_outcomes(errors=2, deselected=2)
     result.stdout.fnmatch_lines(
         [f"*imgfeat test server: IMGFEAT_TEST_BACKEND=docker but no Docker engine: cannot reach {NO_DOCKER}*"]
@@ -120,7 +120,7 @@ def test_docker_requested_without_engine_errors_with_the_reason(
 def test_unknown_backend_errors(user_suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(testing.BACKEND_ENV, "podman")
     write_suite(user_suite, "local")
-    result = user_suite.runpytest(*plugin_args(), "-k", "extension_created")
+    result = user_suite.runpytest_subprocess(*plugin_args(), "-k", "extension_created")
     result.assert_outcomes(errors=1, deselected=3)
     result.stdout.fnmatch_lines(["*IMGFEAT_TEST_BACKEND must be one of auto, docker, local, not 'podman'*"])
 
@@ -159,7 +159,7 @@ def test_image_root(imgfeat_db):
     assert row == ("/srv/imgfeat-test-images",)
 '''
     )
-    pytester.runpytest(*plugin_args(), "-W", "error").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess(*plugin_args(), "-W", "error").assert_outcomes(passed=1)
 
 
 def test_resolve_backend() -> None:
@@ -309,7 +309,7 @@ def test_docker_backend(user_suite: pytest.Pytester, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(testing.BACKEND_ENV, "docker")
     monkeypatch.setenv(testing.IMAGE_ENV, image)
     write_suite(user_suite, "docker")
-    user_suite.runpytest(*plugin_args(), "-W", "error").assert_outcomes(passed=4)
+    user_suite.runpytest_subprocess(*plugin_args(), "-W", "error").assert_outcomes(passed=4)
 
 
 def ensure_image(image: str) -> None:
