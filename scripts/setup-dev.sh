@@ -20,6 +20,8 @@ PGV="$(pg_major)"; PGV="${PGV:-15}"
 [ -f "/usr/lib/postgresql/$PGV/lib/pgxs/src/makefiles/pgxs.mk" ] || need+=("postgresql-server-dev-$PGV")
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v make >/dev/null 2>&1 || need+=(make)
+command -v java >/dev/null 2>&1 || need+=(default-jre-headless)           # Spark (tests of the Spark path)
+[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)  # Spark's JDBC reader
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq
@@ -36,7 +38,7 @@ stamp=.venv/.imgfeat-installed
 if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
   echo "setup: installing the project into .venv"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,spark]"
   cp pyproject.toml "$stamp"
 fi
 
