@@ -158,12 +158,14 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def calibration_images(
     plpy: Any, source: str, image_column: str, rows: int, image_root: Callable[[Any], str]
-) -> list[bytes]:
+) -> tuple[list[bytes], list[ImgfeatError]]:
     """Up to ``rows`` non-NULL images of ``source`` (a table or view), evenly spread over it
-    (every k-th in scan order). A text column holds paths under ``imgfeat.image_root``.
+    (every k-th in scan order), and the errors of those that could not be read. A text
+    column holds paths under ``imgfeat.image_root``.
 
     Raises:
         InvalidParameterError: unknown column, a column neither bytea nor text, no images.
+        ConfigurationError, FileAccessError: paths without a usable image root.
     """
     from . import files
     from .jobs import column, relation
@@ -194,10 +196,17 @@ def calibration_images(
         [step, rows],
     )
     images = [r["image"] for r in picked]
-    if from_paths:
-        root = image_root(plpy)
-        images = [files.read_image_file(root, p) for p in images]
-    return images
+    if not from_paths:
+        return images, []
+    root = image_root(plpy)
+    read: list[bytes] = []
+    failed: list[ImgfeatError] = []
+    for path in images:
+        try:
+            read.append(files.read_image_file(root, path))
+        except ImgfeatError as err:
+            failed.append(err)
+    return read, failed
 
 
 def quantize_registered(
@@ -245,13 +254,14 @@ def quantize_registered(
             f"model {name!r} is already registered",
             hint="Pass replace => true to overwrite it, or choose another new_name.",
         )
-    images = calibration_images(plpy, calibration_source, image_column or "image", calibration_rows, image_root)
+    images, unreadable = calibration_images(plpy, calibration_source, image_column or "image", calibration_rows, image_root)
     tensors, good, bad = image.images_to_batch(images, info.preprocessing, max_pixels=max_pixels)
+    errors = unreadable + [err for _, err in bad]
+    tried = len(images) + len(unreadable)
     if not good:
-        first: ImgfeatError = bad[0][1]
         raise InvalidParameterError(
-            f"none of the {len(images)} calibration images could be decoded",
-            detail=f"first error: {first.message}",
+            f"none of the {tried} calibration images could be read and decoded",
+            detail=f"first error: {errors[0].message}",
         )
     opts = options
     if info.fixed_batch and opts.batch_size != 1:
@@ -272,6 +282,9 @@ def quantize_registered(
         fixed_batch=info.fixed_batch,
         replace=replace,
     )
-    if bad:
-        plpy.notice(f"imgfeat: {len(bad)} of {len(images)} calibration images could not be decoded and were skipped")
+    if errors:
+        plpy.notice(
+            f"imgfeat: {len(errors)} of {tried} calibration images could not be read or decoded and were skipped",
+            detail=f"first error: {errors[0].message}",
+        )
     return name
