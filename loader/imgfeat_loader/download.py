@@ -17,7 +17,6 @@ server would be completed with the new version's tail: give a checksum, or delet
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
+
+from imgfeat.zoo.catalog import sha256_file
 
 if TYPE_CHECKING:
     from imgfeat.zoo.catalog import CatalogEntry
@@ -65,15 +66,6 @@ def hash_prefix_from_name(file_name: str) -> str | None:
     """The sha256 prefix torchvision embeds in a file name (``resnet18-f37072fd.pth`` -> ``f37072fd``), or None."""
     found = _HASH_IN_NAME.findall(file_name)
     return found[-1] if found else None
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_hex(value: str, what: str, lengths: range) -> str:
