@@ -19,6 +19,12 @@ def add_synthetic(conn: psycopg.Connection[Any], name: str, arch: str, *, seed: 
     return dict(zip(("name", "architecture", "feature_dim", "sha256"), row))
 
 
+LARGE_MODEL_BYTES = 32 * 1024 * 1024
+"""Models larger than this are uploaded as a large object in chunks (``imgfeat.register_large_model``)."""
+
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
+
+
 def add_onnx(
     conn: psycopg.Connection[Any],
     name: str,
@@ -31,13 +37,32 @@ def add_onnx(
     feature_dim: int | None = None,
     replace: bool = False,
 ) -> dict[str, Any]:
-    """Register ONNX bytes with ``imgfeat.register_model`` (cut at the feature layer by the server)."""
-    row = conn.execute(
-        "SELECT name, architecture, feature_dim, sha256 FROM imgfeat.register_model("
-        "%s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
-        (name, onnx_bytes, architecture, weights_origin,
-         json.dumps(preprocessing) if preprocessing is not None else None, output, feature_dim, replace),
-    ).fetchone()
+    """Register ONNX bytes (cut at the feature layer by the server).
+
+    Up to :data:`LARGE_MODEL_BYTES` the bytes go as one parameter of
+    ``imgfeat.register_model``; larger models are streamed into a temporary large object
+    (``lo_put`` in 8 MiB chunks) and registered with ``imgfeat.register_large_model``, so
+    the server holds about twice the model's size instead of four times.
+    """
+    spec = json.dumps(preprocessing) if preprocessing is not None else None
+    columns = "name, architecture, feature_dim, sha256"
+    if len(onnx_bytes) <= LARGE_MODEL_BYTES:
+        row = conn.execute(
+            f"SELECT {columns} FROM imgfeat.register_model(%s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
+            (name, onnx_bytes, architecture, weights_origin, spec, output, feature_dim, replace),
+        ).fetchone()
+    else:
+        with conn.transaction():
+            oid = conn.execute("SELECT pg_catalog.lo_create(0)").fetchone()[0]  # type: ignore[index]
+            view = memoryview(onnx_bytes)
+            for offset in range(0, len(onnx_bytes), UPLOAD_CHUNK_BYTES):
+                conn.execute("SELECT pg_catalog.lo_put(%s, %s, %s)",
+                             (oid, offset, bytes(view[offset : offset + UPLOAD_CHUNK_BYTES])))
+            row = conn.execute(
+                f"SELECT {columns} FROM imgfeat.register_large_model(%s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
+                (name, oid, architecture, weights_origin, spec, output, feature_dim, replace),
+            ).fetchone()
+            conn.execute("SELECT pg_catalog.lo_unlink(%s)", (oid,))
     assert row is not None
     return dict(zip(("name", "architecture", "feature_dim", "sha256"), row))
 

@@ -111,7 +111,10 @@ def prepare_feature_extractor(
     if feature == input_name:
         raise ModelError("the feature layer cannot be the model's input", hint="name a later tensor with output")
 
+    before = (len(graph.node), len(graph.initializer), len(graph.input), len(graph.sparse_initializer))
+    original_outputs = [o.name for o in graph.output]
     _prune(graph, feature, input_name)
+    unchanged = before == (len(graph.node), len(graph.initializer), len(graph.input), len(graph.sparse_initializer))
     shape = _inferred_shape(model, feature)
     if shape is None or any(d is None for d in shape[1:]):
         shape = _probe_shape(model, feature, input_name, batch, height, width)
@@ -132,6 +135,14 @@ def prepare_feature_extractor(
             f"declared feature_dim {feature_dim} contradicts the graph: {feature!r} gives {dim} features",
             detail=f"declared {feature_dim}, graph {dim} (tensor shape {_fmt(shape)})",
             hint="omit feature_dim, or name the intended layer with output",
+        )
+    if unchanged and original_outputs == [feature] and len(shape) == 2:
+        # Already a feature extractor (e.g. built by imgfeat.zoo): keep the caller's bytes,
+        # saving a serialisation (a large model's size in memory).
+        return PreparedModel(
+            onnx_bytes=model_bytes if isinstance(model_bytes, bytes) else bytes(model_bytes), input_name=input_name,
+            output_name=feature, input_height=height, input_width=width, feature_dim=dim,
+            fixed_batch=batch == 1, opset=opset,
         )
     out_name = feature
     if len(shape) != 2:
@@ -154,6 +165,13 @@ def _parse(model_bytes: bytes) -> onnx.ModelProto:
     if not isinstance(model_bytes, (bytes, bytearray, memoryview)):
         raise ModelError(f"expected ONNX model bytes, got {type(model_bytes).__name__}")
     data = bytes(model_bytes) if not isinstance(model_bytes, bytes) else model_bytes
+    # The checker runs first, on the bytes: its own parsed copy is freed before ours is made,
+    # so a large model is in memory once here, not twice.
+    try:
+        onnx.checker.check_model(data)
+        checker_error: Exception | None = None
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as e:
+        checker_error = e
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
@@ -170,10 +188,8 @@ def _parse(model_bytes: bytes) -> onnx.ModelProto:
                 f"the model keeps its weights in external files (initializer {t.name!r})",
                 hint="save it with onnx.save_model(model, path, save_as_external_data=False)",
             )
-    try:
-        onnx.checker.check_model(data)
-    except (onnx.checker.ValidationError, ValueError) as e:
-        raise ModelError("invalid ONNX model (onnx.checker)", detail=str(e)[:2000]) from None
+    if checker_error is not None:
+        raise ModelError("invalid ONNX model (onnx.checker)", detail=str(checker_error)[:2000]) from None
     return model
 
 

@@ -106,6 +106,49 @@ class Registry:
             raise self.not_found(name)
         return ModelInfo.from_row(rows[0])
 
+    def stream_to_cache(self, info: ModelInfo) -> str | None:
+        """Write the model's chunks to the file cache one by one, hashing as they go, so the
+        backend never holds the whole model; returns the verified path, or None if the cache
+        directory is not writable.
+
+        Raises:
+            ModelError: the stored bytes do not match the registered size and sha256.
+        """
+        path = _cached_path(info.sha256)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            fh = open(tmp, "wb")
+        except OSError:
+            return None
+        try:
+            with fh:
+                cursor = self.plpy.cursor(self._chunks, [info.name])
+                while True:
+                    rows = cursor.fetch(1)
+                    if not rows:
+                        break
+                    data = rows[0]["data"]
+                    digest.update(data)
+                    size += len(data)
+                    fh.write(data)
+                    del rows, data
+            if size != info.size_bytes or digest.hexdigest() != info.sha256:
+                raise ModelError(
+                    f"model {info.name!r}: stored bytes do not match the registered sha256",
+                    detail=f"expected {info.size_bytes} bytes with sha256 {info.sha256}, "
+                    f"read {size} bytes with sha256 {digest.hexdigest()}",
+                    hint="Register the model again (imgfeat.register_model(..., replace => true)).",
+                )
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+            return path
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
     def read_bytes(self, info: ModelInfo) -> bytes:
         """Stream the model's chunks, verifying size and sha256. Raises ModelError if they differ."""
         buf = bytearray()
@@ -139,21 +182,38 @@ def _cached_path(sha256: str) -> str:
     return os.path.join(os.getcwd(), FILE_CACHE_DIR, f"{sha256}.onnx")
 
 
-def read_cached(info: ModelInfo) -> bytes | None:
-    """The model's bytes from the file cache if present and intact (size and sha256), else None."""
-    path = _cached_path(info.sha256)
+def _file_sha256(path: str) -> str | None:
+    digest = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
     except OSError:
         return None
-    if len(data) != info.size_bytes or hashlib.sha256(data).hexdigest() != info.sha256:
+    return digest.hexdigest()
+
+
+def cached_path(info: ModelInfo) -> str | None:
+    """The model's file in the file cache if present and intact (sha256 checked by streaming), else None."""
+    path = _cached_path(info.sha256)
+    if not os.path.exists(path):
+        return None
+    if _file_sha256(path) != info.sha256:
         try:
             os.unlink(path)
         except OSError:
             pass
         return None
-    return data
+    return path
+
+
+def read_cached(info: ModelInfo) -> bytes | None:
+    """The model's bytes from the file cache if present and intact (size and sha256), else None."""
+    path = cached_path(info)
+    if path is None:
+        return None
+    with open(path, "rb") as fh:
+        return fh.read()
 
 
 def write_cached(sha256: str, data: bytes) -> None:

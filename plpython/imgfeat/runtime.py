@@ -64,10 +64,11 @@ def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.Session
     return opts
 
 
-def create_session(model_bytes: bytes, intra_op_threads: int, inter_op_threads: int) -> ort.InferenceSession:
-    """An onnxruntime CPU session on the model's bytes."""
+def create_session(model: str | bytes, intra_op_threads: int, inter_op_threads: int) -> ort.InferenceSession:
+    """An onnxruntime CPU session on a model file's path (preferred: onnxruntime reads it
+    itself, so the caller never holds the bytes) or the model's bytes."""
     return ort.InferenceSession(
-        model_bytes,
+        model,
         sess_options=session_options(intra_op_threads, inter_op_threads),
         providers=["CPUExecutionProvider"],
     )

@@ -170,7 +170,9 @@ def model_from_row(plpy: Any, name: str, row: dict[str, Any] | None, knobs: dict
     info = registry.ModelInfo.from_row(row)
 
     def load() -> runtime.LoadedModel:
-        data = registry.read_cached(info)
+        # onnxruntime reads the model from the verified file cache: the backend never holds
+        # the model's bytes itself (a large model would otherwise be in memory twice).
+        data: str | bytes | None = registry.cached_path(info)
         if data is None:
             if in_parallel_mode():
                 raise ModelError(
@@ -178,8 +180,9 @@ def model_from_row(plpy: Any, name: str, row: dict[str, Any] | None, knobs: dict
                     hint="Run the query once without parallelism (SET max_parallel_workers_per_gather = 0), "
                     "or register the model again.",
                 )
-            data = _state(plpy)["registry"].read_bytes(info)
-            registry.write_cached(info.sha256, data)
+            data = _state(plpy)["registry"].stream_to_cache(info)
+            if data is None:  # the cache directory is not writable: hold the bytes instead
+                data = _state(plpy)["registry"].read_bytes(info)
         session = runtime.create_session(data, knobs["intra_op_num_threads"], knobs["inter_op_num_threads"])
         return runtime.LoadedModel(
             name=name, sha256=info.sha256, session=session, input_name=info.input_name,
@@ -236,11 +239,39 @@ def featurize_image(
     return real_elements(model.run(tensor[None])[0])
 
 
+def read_large_object(plpy: Any, oid: int, chunk_bytes: int = 8 * 1024 * 1024) -> bytes:
+    """A large object's contents, read in chunks (the caller needs SELECT on it).
+
+    Raises:
+        ModelError: no such large object, or it is empty.
+    """
+    from .errors import ModelError
+
+    plan = plpy.prepare("SELECT pg_catalog.lo_get($1, $2, $3) AS data", ["oid", "int8", "int4"])
+    exists = plpy.execute(
+        plpy.prepare("SELECT 1 FROM pg_catalog.pg_largeobject_metadata WHERE oid = $1", ["oid"]), [oid]
+    )
+    if not exists:
+        raise ModelError(f"large object {oid} does not exist")
+    buf = bytearray()
+    while True:
+        data = plpy.execute(plan, [oid, len(buf), chunk_bytes])[0]["data"]
+        if not data:
+            break
+        buf += data
+        del data
+    if not buf:
+        raise ModelError(f"large object {oid} is empty")
+    out = bytes(buf)
+    del buf
+    return out
+
+
 @entry_point
 def register_model(
     plpy: Any,
     name: str,
-    onnx_bytes: bytes,
+    onnx_bytes: bytes | int,
     architecture: str | None,
     weights_origin: str,
     preprocessing: str | None,
@@ -248,7 +279,8 @@ def register_model(
     feature_dim: int | None,
     replace: bool,
 ) -> str:
-    """``imgfeat.register_model``: validate, cut at the feature layer, store; returns the sha256."""
+    """``imgfeat.register_model`` (ONNX bytes) and ``imgfeat.register_large_model`` (the oid of a
+    large object holding them): validate, cut at the feature layer, store; returns the sha256."""
     from . import registry, zoo
     from .errors import ModelError
     from .onnx_import import prepare_feature_extractor
@@ -256,6 +288,8 @@ def register_model(
 
     if onnx_bytes is None or name is None:
         raise ModelError("name and onnx must not be NULL")
+    if isinstance(onnx_bytes, int):  # a large object's oid (imgfeat.register_large_model)
+        onnx_bytes = read_large_object(plpy, onnx_bytes)
     arch = zoo.ARCHITECTURES.get(architecture or "")
     if arch is not None and feature_dim is None:
         feature_dim = arch.feature_dim

@@ -52,6 +52,27 @@ $$;
 COMMENT ON FUNCTION imgfeat.register_model(text, bytea, text, text, jsonb, text, integer, boolean) IS
 'Registers an ONNX image model as a featurizer and returns its imgfeat.models row. onnx: the model file''s bytes (any ONNX image model with an NCHW float input). The graph is cut at its feature layer: output_name when given (a tensor name), else automatically at the input of the final classifier Gemm/MatMul; the output is flattened to [N, feature_dim]. architecture: resnet18 | resnet50 | resnet101 | alexnet gives that network''s preprocessing and feature_dim; else ''custom''. preprocessing: jsonb spec (default: torchvision ImageNet at the graph''s input size). feature_dim: checked against the graph when given. Errors: not ONNX, no image-shaped input, feature_dim contradicted, name taken without replace => true. The registry is unchanged on error.';
 
+CREATE FUNCTION imgfeat.register_large_model(
+    name text,
+    onnx_large_object oid,
+    architecture text DEFAULT NULL,
+    weights_origin text DEFAULT 'custom',
+    preprocessing jsonb DEFAULT NULL,
+    output_name text DEFAULT NULL,
+    feature_dim integer DEFAULT NULL,
+    replace boolean DEFAULT false
+) RETURNS imgfeat.models
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+if "imgfeat" not in GD:
+    plpy.execute("SELECT imgfeat._bootstrap()")
+GD["imgfeat"].register_model(plpy, name, int(onnx_large_object), architecture, weights_origin, preprocessing, output_name, feature_dim, replace)
+return plpy.execute(plpy.prepare("SELECT * FROM imgfeat.models WHERE name = $1", ["text"]), [name])[0]
+$$;
+COMMENT ON FUNCTION imgfeat.register_large_model(text, oid, text, text, jsonb, text, integer, boolean) IS
+'As imgfeat.register_model, for a model uploaded as a large object (lo_create + lo_put in chunks; the caller needs SELECT on it, and unlinks it afterwards): the bytes never travel as one bind parameter, so registering a model of hundreds of MB holds about twice its size in the backend instead of four times. The imgfeat CLI uses it for models over 32 MiB.';
+
 CREATE FUNCTION imgfeat.drop_model(name text) RETURNS boolean
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
