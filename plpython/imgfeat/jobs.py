@@ -74,13 +74,112 @@ def column(rel: Relation, name: str, role: str) -> Column:
     return rel.columns[name]
 
 
+def _check_id_type(plpy: Any, src: Relation, id_col: Column) -> None:
+    """The id column must be a scalar type with an ordering (integer, text, uuid, date, ...).
+
+    Raises:
+        InvalidParameterError: bytea, json, xml, arrays, composites, ranges.
+    """
+    row = plpy.execute(
+        plpy.prepare(
+            "SELECT t.typtype::text AS kind, t.typcategory::text AS category "
+            "FROM pg_catalog.pg_attribute att JOIN pg_catalog.pg_type t ON t.oid = att.atttypid "
+            "WHERE att.attrelid = $1::pg_catalog.oid AND att.attname = $2",
+            ["int8", "text"],
+        ),
+        [src.oid, id_col.name],
+    )[0]
+    if row["kind"] not in ("b", "d", "e") or row["category"] == "A" or id_col.type in ("bytea", "json", "xml"):
+        raise InvalidParameterError(
+            f"id column {id_col.name!r} is {id_col.type}: it must be a scalar type with an ordering "
+            "(integer, bigint, text, uuid, date, timestamp, ...)",
+            hint="pass id_column => the table's key column",
+        )
+
+
+def _check_unique_ids(plpy: Any, src: Relation, id_col: Column) -> None:
+    """The target keeps one row per id, so duplicate ids would lose images silently.
+
+    Raises:
+        InvalidParameterError: ids that appear more than once (up to 10 named).
+    Rows whose id is NULL cannot be stored: a NOTICE counts them.
+    """
+    unique = plpy.execute(
+        plpy.prepare(
+            "SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a "
+            "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+            "WHERE i.indrelid = $1::pg_catalog.oid AND i.indisunique AND i.indnkeyatts = 1 "
+            "AND i.indpred IS NULL AND a.attname = $2",
+            ["int8", "text"],
+        ),
+        [src.oid, id_col.name],
+    )
+    if not unique:
+        dups = plpy.execute(
+            f"SELECT s.{id_col.quoted}::text AS id FROM {src.quoted} s WHERE s.{id_col.quoted} IS NOT NULL "
+            f"GROUP BY s.{id_col.quoted} HAVING count(*) > 1 ORDER BY 1 LIMIT 10"
+        )
+        if dups:
+            raise InvalidParameterError(
+                f"id column {id_col.name!r} of {src.quoted} is not unique: "
+                f"{', '.join(r['id'] for r in dups)}{' and more' if len(dups) == 10 else ''} appear more than once",
+                detail="The target keeps one row of features per id and model.",
+                hint="Featurize a view that gives each image its own id (e.g. row_number() or the primary key).",
+            )
+    nulls = plpy.execute(f"SELECT count(*) AS n FROM {src.quoted} s WHERE s.{id_col.quoted} IS NULL")[0]["n"]
+    if nulls:
+        plpy.notice(f"imgfeat.featurize: {nulls} rows of {src.quoted} have a NULL {id_col.name} and are skipped")
+
+
+def _lock_job(plpy: Any, src: Relation, tgt: Relation, model_name: str) -> None:
+    """One job at a time per (source, target, model): a session-level advisory lock, released
+    when the job ends (or its session does).
+
+    Raises:
+        InvalidParameterError: another session runs the same job.
+    """
+    key = f"imgfeat.featurize {src.oid} {tgt.oid} {model_name}"
+    got = plpy.execute(
+        plpy.prepare("SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext($1)) AS ok", ["text"]), [key]
+    )[0]["ok"]
+    if not got:
+        raise InvalidParameterError(
+            f"a featurize job from {src.quoted} into {tgt.quoted} with model {model_name!r} is already running",
+            hint="Watch it in imgfeat.featurize_progress; call again when it has finished (it resumes where it stopped).",
+        )
+    _HELD_LOCKS.append(key)
+
+
+def release_job_locks(plpy: Any) -> None:
+    """Release the advisory locks taken by :func:`_lock_job` (best effort)."""
+    while _HELD_LOCKS:
+        key = _HELD_LOCKS.pop()
+        try:
+            plpy.execute(
+                plpy.prepare("SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtext($1))", ["text"]), [key]
+            )
+        except plpy.SPIError:
+            pass
+
+
+_HELD_LOCKS: list[str] = []
+
+
 def target_relation(plpy: Any, target: str, id_type: str) -> Relation:
     """The target table, created if missing with (id, model_name, features real[], featurized_at).
 
     ``target`` is parsed as a (possibly schema-qualified, possibly quoted) identifier with
     ``parse_ident``; an unqualified name goes to the current schema.
     """
-    parts = plpy.execute(plpy.prepare("SELECT pg_catalog.parse_ident($1) AS p", ["text"]), [target])[0]["p"]
+    if not target or not target.strip():
+        raise InvalidParameterError("target must name a table (table or schema.table)")
+    try:
+        parts = plpy.execute(plpy.prepare("SELECT pg_catalog.parse_ident($1) AS p", ["text"]), [target])[0]["p"]
+    except plpy.SPIError:
+        raise InvalidParameterError(
+            f"target {target!r} is not a valid table name",
+            hint='write table, schema.table, or quote unusual names: \'"My Table"\'',
+        ) from None
     if len(parts) == 1:
         schema = plpy.execute("SELECT pg_catalog.current_schema() AS s")[0]["s"]
         if schema is None:
@@ -221,6 +320,7 @@ def featurize(
     src = relation(plpy, source)
     id_col = column(src, id_column, "id")
     img_col = column(src, image_column, "image")
+    _check_id_type(plpy, src, id_col)
     if img_col.type == "bytea":
         from_paths = False
     elif img_col.type in ("text", "character varying") or img_col.type.startswith("character varying"):
@@ -232,7 +332,9 @@ def featurize(
     knobs = tunables(plpy)
     model = load_model(plpy, model_name, knobs)
     root = image_root(plpy) if from_paths else None
+    _check_unique_ids(plpy, src, id_col)
     tgt = target_relation(plpy, target, id_col.type)
+    _lock_job(plpy, src, tgt, model_name)
     spec = model.meta["info"].preprocessing
     dim = model.meta["info"].feature_dim
 
@@ -255,7 +357,9 @@ def featurize(
         "ON CONFLICT (id, model_name) DO NOTHING",
         ["text", "text", "text[]"],
     )
-    record_error = plpy.prepare(
+    record_error = plpy.prepare(  # one row per failing (source, id, model): the latest failure
+        "WITH older AS (DELETE FROM imgfeat.featurize_errors WHERE source = $1::pg_catalog.oid::pg_catalog.regclass "
+        "AND id = $2 AND model_name = $3) "
         "INSERT INTO imgfeat.featurize_errors (source, id, model_name, error_class, message) "
         "VALUES ($1::pg_catalog.oid::pg_catalog.regclass, $2, $3, $4, $5)",
         ["int8", "text", "text", "text", "text"],
@@ -343,7 +447,7 @@ def featurize(
             raise type(err)(
                 f"image id={bad_id} in {src.quoted} could not be featurized: {err.message}",
                 detail=err.detail,
-                hint=(err.hint + " " if err.hint else "")
+                hint=(err.hint.rstrip(".") + ". " if err.hint else "")
                 + "Pass on_error => 'skip' to record failures in imgfeat.featurize_errors and go on.",
             )
         running = infer_pool.submit(infer, prepared.batch) if prepared.good_ids else None

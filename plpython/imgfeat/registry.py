@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ModelError, ModelNotFoundError
 from .spec import Preprocessing
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 CHUNK_BYTES = 8 * 1024 * 1024
 """Bytes per row of ``imgfeat.model_chunks`` (8 MiB)."""
@@ -42,6 +45,19 @@ class ModelInfo:
 
     @classmethod
     def from_row(cls, row: Any) -> "ModelInfo":
+        """From a registry row. The row may come from a caller of an internal function (a
+        composite built in SQL skips the table's CHECKs), so what names files or sizes
+        memory is checked here.
+
+        Raises:
+            ModelError: a sha256 that is not 64 hex digits, a non-positive size, or a
+                preprocessing spec outside its limits.
+        """
+        sha = row["sha256"]
+        if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+            raise ModelError(f"model row: sha256 must be 64 lowercase hex digits, not {sha!r}")
+        if not isinstance(row["size_bytes"], int) or row["size_bytes"] <= 0:
+            raise ModelError(f"model row: size_bytes must be positive, not {row['size_bytes']!r}")
         pre = row["preprocessing"]
         return cls(
             name=row["name"],

@@ -222,7 +222,11 @@ def featurize_image(
     if image is None:
         return None
     from . import image as img
+    from .errors import InvalidParameterError
     from .jobs import real_elements
+
+    if model_name is None:
+        raise InvalidParameterError("model_name must not be NULL")
 
     if "max_pixels_ceiling" in _STATE or not in_parallel_mode():
         ceiling = _state(plpy)["max_pixels_ceiling"]
@@ -444,10 +448,13 @@ def featurize_table(
     """``CALL imgfeat.featurize``: see :mod:`imgfeat.jobs`."""
     from . import jobs
 
-    jobs.featurize(
-        plpy, source, target, model_name, id_column, image_column, batch_size, on_error,
-        load_model=load_model, tunables=tunables, image_root=image_root,
-    )
+    try:
+        jobs.featurize(
+            plpy, source, target, model_name, id_column, image_column, batch_size, on_error,
+            load_model=load_model, tunables=tunables, image_root=image_root,
+        )
+    finally:
+        jobs.release_job_locks(plpy)
 
 
 # --------------------------------------------------------------------------- classifiers (imgfeat.classifiers)

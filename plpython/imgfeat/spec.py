@@ -15,7 +15,7 @@ Constants and where they come from:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import InvalidParameterError
@@ -23,6 +23,9 @@ from .errors import InvalidParameterError
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN: tuple[float, float, float] = (104.0, 117.0, 123.0)
+
+MAX_INPUT_SIDE = 2048
+"""Largest model input side in pixels: a 3x2048x2048 float32 tensor is 48 MiB per image."""
 
 RESIZE_MODES = ("isocrop", "isopad", "aniso")
 """Resize modes, after MicrosoftML's ``resizeImage``:
@@ -73,8 +76,14 @@ class Preprocessing:
             )
         if self.channel_order not in ("RGB", "BGR"):
             raise InvalidParameterError(f"channel_order must be RGB or BGR, not {self.channel_order!r}")
-        if self.width < 1 or self.height < 1:
-            raise InvalidParameterError(f"input size must be positive, not {self.width}x{self.height}")
+        if not (1 <= self.width <= MAX_INPUT_SIDE and 1 <= self.height <= MAX_INPUT_SIDE):
+            raise InvalidParameterError(
+                f"input size must be between 1 and {MAX_INPUT_SIDE} pixels a side, not {self.width}x{self.height}"
+            )
+        if self.resize_size is not None and not 1 <= self.resize_size <= 2 * MAX_INPUT_SIDE:
+            raise InvalidParameterError(
+                f"resize_size must be between 1 and {2 * MAX_INPUT_SIDE} pixels, not {self.resize_size}"
+            )
         if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
             raise InvalidParameterError("mean and std need three values each, std non-zero")
 

@@ -52,18 +52,29 @@ GRANT SELECT ON imgfeat.featurize_progress TO imgfeat_user;
 GRANT SELECT, INSERT, UPDATE, DELETE ON imgfeat.classifiers TO imgfeat_user;
 
 -- Classifiers: everyone with imgfeat_user reads and uses every classifier; only its owner
--- (or imgfeat_admin) replaces or deletes it.
+-- (or imgfeat_admin) replaces or deletes it, and trained_by is always the role that wrote it.
 ALTER TABLE imgfeat.classifiers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY classifiers_select ON imgfeat.classifiers FOR SELECT USING (true);
 CREATE POLICY classifiers_insert ON imgfeat.classifiers FOR INSERT
-    WITH CHECK (owner = current_user OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'));
+    WITH CHECK ((owner = current_user AND trained_by = current_user)
+                OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'));
 CREATE POLICY classifiers_update ON imgfeat.classifiers FOR UPDATE
-    USING (owner = current_user OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'));
+    USING (owner = current_user OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'))
+    WITH CHECK ((owner = current_user AND trained_by = current_user)
+                OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'));
 CREATE POLICY classifiers_delete ON imgfeat.classifiers FOR DELETE
     USING (owner = current_user OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'));
 
--- Featurize jobs: everyone sees the progress of every job; a job row is written by its own role.
+-- Featurize jobs and errors: a role sees (and clears) those of the tables it may read; a
+-- job's row is written only by the role that runs it. The progress view applies these
+-- policies as the querying role (security_invoker).
 ALTER TABLE imgfeat.featurize_jobs ENABLE ROW LEVEL SECURITY;
-CREATE POLICY featurize_jobs_select ON imgfeat.featurize_jobs FOR SELECT USING (true);
+CREATE POLICY featurize_jobs_select ON imgfeat.featurize_jobs FOR SELECT
+    USING (started_by = current_user OR pg_catalog.has_table_privilege(source, 'SELECT'));
 CREATE POLICY featurize_jobs_insert ON imgfeat.featurize_jobs FOR INSERT WITH CHECK (started_by = current_user);
 CREATE POLICY featurize_jobs_update ON imgfeat.featurize_jobs FOR UPDATE USING (started_by = current_user);
+ALTER VIEW imgfeat.featurize_progress SET (security_invoker = true);
+ALTER TABLE imgfeat.featurize_errors ENABLE ROW LEVEL SECURITY;
+CREATE POLICY featurize_errors_access ON imgfeat.featurize_errors FOR ALL
+    USING (pg_catalog.has_table_privilege(source, 'SELECT'))
+    WITH CHECK (pg_catalog.has_table_privilege(source, 'SELECT'));

@@ -237,3 +237,65 @@ def test_parallel_workers_equal_serial(
     assert len(rows) == 40
     worst = max(float(np.max(np.abs(np.asarray(f, dtype=np.float32) - faces_features[i]))) for i, f in rows)
     assert worst <= 1e-5
+
+
+def test_duplicate_and_null_ids(analyst: psycopg.Connection[Any], conn: psycopg.Connection[Any], face_files: list[Path], resnet18: str) -> None:
+    conn.execute("CREATE TABLE public.dup_ids (id int, image bytea)")
+    for i, p in zip((1, 1, 2, None), face_files):
+        conn.execute("INSERT INTO public.dup_ids VALUES (%s, %s)", (i, p.read_bytes()))
+    conn.execute("GRANT SELECT ON public.dup_ids TO imgfeat_test_analyst")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as exc:
+        analyst.execute("CALL imgfeat.featurize('public.dup_ids', 'dup_out', %s)", (resnet18,))
+    assert "not unique: 1 appear" in (exc.value.diag.message_primary or "")
+    assert analyst.execute("SELECT to_regclass('dup_out')").fetchone() == (None,)
+    conn.execute("DELETE FROM public.dup_ids WHERE id = 1")
+    notices: list[str] = []
+    analyst.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    analyst.execute("CALL imgfeat.featurize('public.dup_ids', 'dup_out', %s)", (resnet18,))
+    assert any("1 rows of public.dup_ids have a NULL id" in n for n in notices), notices
+    assert analyst.execute("SELECT count(*) FROM dup_out").fetchone() == (1,)
+
+
+def test_unusable_ids_and_targets_are_refused_clearly(analyst: psycopg.Connection[Any], faces_table: str, resnet18: str) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as exc:
+        analyst.execute("CALL imgfeat.featurize('public.faces', 'x2', %s, id_column => 'image')", (resnet18,))
+    assert "must be a scalar type" in (exc.value.diag.message_primary or "")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as exc:
+        analyst.execute("CALL imgfeat.featurize('public.faces', 'a.b.c.d', %s)", (resnet18,))
+    assert "table or schema.table" in (exc.value.diag.message_primary or "")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as exc:
+        analyst.execute("CALL imgfeat.featurize('public.faces', '\"unterminated', %s)", (resnet18,))
+    assert "not a valid table name" in (exc.value.diag.message_primary or "")
+    assert analyst.execute("SELECT to_regclass('x2')").fetchone() == (None,)
+
+
+def test_the_same_job_twice_at_once_is_refused(dsn: str, analyst_dsn: str, faces_table: str, resnet18: str) -> None:
+    thread, errors = None, []  # type: ignore[var-annotated]
+
+    def run() -> None:
+        try:
+            with psycopg.connect(analyst_dsn, autocommit=True) as a:
+                a.execute("CALL imgfeat.featurize('public.faces', 'faces_once', %s, batch_size => 8)", (resnet18,))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    with psycopg.connect(dsn, autocommit=True) as su:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            row = su.execute("SELECT rows_done FROM imgfeat.featurize_progress WHERE target = 'public.faces_once' "
+                             "AND status = 'running'").fetchone()
+            if row and row[0] >= 8:
+                break
+            time.sleep(0.05)
+        with psycopg.connect(analyst_dsn, autocommit=True) as second:
+            with pytest.raises(psycopg.errors.InvalidParameterValue) as exc:
+                second.execute("CALL imgfeat.featurize('public.faces', 'faces_once', %s)", (resnet18,))
+        assert "already running" in (exc.value.diag.message_primary or "")
+        su.execute("SELECT pg_cancel_backend(pid) FROM imgfeat.featurize_progress WHERE target = 'public.faces_once' AND status = 'running'")
+    thread.join(60)
+    # the lock went with the cancelled job: the same job runs to the end now
+    with psycopg.connect(analyst_dsn, autocommit=True) as a:
+        a.execute("CALL imgfeat.featurize('public.faces', 'faces_once', %s)", (resnet18,))
+        assert a.execute("SELECT count(*) FROM faces_once").fetchone() == (312,)

@@ -148,3 +148,58 @@ def test_no_code_carrying_formats_in_the_library() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module.split(".")[0]]
             assert not banned.intersection(names), f"{path}: imports {names}"
+
+
+def test_forged_model_rows_are_refused(alice: psycopg.Connection[Any], conn: psycopg.Connection[Any], face_bytes: bytes, tmp_path: Path) -> None:
+    """The internal function behind featurize_image takes a registry row; one built by a caller
+    must not name files outside the model cache, nor size memory beyond the limits."""
+    victim = Path("/tmp/imgfeat_victim.onnx")
+    victim.write_bytes(b"keep me")
+    forged_path = (
+        "SELECT imgfeat._featurize_image(%s, ROW('zz', 'resnet18', 224, 224, 512, "
+        "'{\"width\": 224, \"height\": 224}', 'custom', 'input', 'features', false, '/tmp/imgfeat_victim', 6, now())"
+        "::imgfeat.models, 'zz', NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as exc:
+        alice.execute(forged_path, (face_bytes,))
+    assert "sha256" in (exc.value.diag.message_primary or "")
+    assert victim.read_bytes() == b"keep me"
+    forged_size = forged_path.replace('"width": 224, "height": 224', '"width": 10000, "height": 10000').replace(
+        "'/tmp/imgfeat_victim'", "repeat('a', 64)")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as exc:
+        alice.execute(forged_size, (face_bytes,))
+    assert "input size" in (exc.value.diag.message_primary or "")
+    victim.unlink()
+
+
+def test_errors_and_jobs_are_visible_to_who_can_read_the_source(
+    alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], conn: psycopg.Connection[Any], resnet18: str
+) -> None:
+    conn.execute("DROP TABLE IF EXISTS public.alice_only")
+    conn.execute("CREATE TABLE public.alice_only (id int PRIMARY KEY, image bytea)")
+    conn.execute("INSERT INTO public.alice_only VALUES (1, 'not an image'), (2, NULL)")
+    conn.execute("GRANT SELECT ON public.alice_only TO imgfeat_test_alice")
+    conn.execute("GRANT CREATE ON SCHEMA public TO imgfeat_user")
+    for _ in range(2):  # a second run replaces the failures instead of piling them up
+        alice.execute("CALL imgfeat.featurize('public.alice_only', 'alice_only_out', %s, on_error => 'skip')", (resnet18,))
+    assert alice.execute(
+        "SELECT id, count(*) FROM imgfeat.featurize_errors WHERE source = 'public.alice_only'::regclass GROUP BY id ORDER BY id"
+    ).fetchall() == [("1", 1), ("2", 1)]
+    assert bob.execute("SELECT count(*) FROM imgfeat.featurize_errors WHERE source::text LIKE '%alice_only%'").fetchone() == (0,)
+    assert bob.execute("DELETE FROM imgfeat.featurize_errors").rowcount == 0
+    assert bob.execute("SELECT count(*) FROM imgfeat.featurize_progress WHERE target LIKE '%alice_only%'").fetchone() == (0,)
+    assert alice.execute("SELECT count(*) FROM imgfeat.featurize_progress WHERE target LIKE '%alice_only%'").fetchone()[0] >= 2  # type: ignore[index]
+
+
+def test_trained_by_cannot_be_forged(alice: psycopg.Connection[Any], tiny_features: str) -> None:
+    alice.execute("DELETE FROM imgfeat.classifiers WHERE name = 'alice_forge'")
+    alice.execute(f"CALL imgfeat.train_logistic_regression('alice_forge', '{tiny_features}')")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        alice.execute("UPDATE imgfeat.classifiers SET trained_by = 'postgres' WHERE name = 'alice_forge'")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        alice.execute(
+            "INSERT INTO imgfeat.classifiers (name, classes, label_type, coefficients, intercepts, feature_dim, hyperparameters, "
+            "training_rows, training_metrics, library_versions, trained_by) "
+            "SELECT 'forged', classes, label_type, coefficients, intercepts, feature_dim, hyperparameters, training_rows, "
+            "training_metrics, library_versions, 'postgres' FROM imgfeat.classifiers WHERE name = 'alice_forge'"
+        )

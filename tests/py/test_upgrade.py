@@ -40,7 +40,7 @@ SELECT pg_describe_object(m.classid, m.objid, m.objsubid) AS object,
                                                   coalesce(pg_get_expr(pol.polqual, pol.polrelid), '') || ' ' ||
                                                   coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), ''), '; ' ORDER BY pol.polname)
                                                   FROM pg_policy pol WHERE pol.polrelid = c.oid), '')
-                     || ' view=' || coalesce(pg_get_viewdef(c.oid), '')
+                     || ' view=' || coalesce(pg_get_viewdef(c.oid), '') || ' options=' || coalesce(c.reloptions::text, '')
               FROM pg_class c WHERE c.oid = m.objid)
            WHEN 'pg_type'::regclass THEN (SELECT format_type(t.oid, NULL) FROM pg_type t WHERE t.oid = m.objid)
          END, '') AS definition,
