@@ -15,6 +15,7 @@ retrains the classifier.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +64,17 @@ class _Session:
         return self.conn.execute(statement, params)
 
 
+def default_faces_guess() -> Path:
+    """``../shared/data/cmu-faces/faces`` beside the project directory."""
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cmu-faces" / "faces"
+
+
 def default_faces_dir() -> Path | None:
     """``IMGFEAT_CMU_FACES``, else ``../shared/data/cmu-faces/faces`` beside the project, if present."""
     env = os.environ.get("IMGFEAT_CMU_FACES")
     if env:
         return Path(env)
-    guess = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cmu-faces" / "faces"
+    guess = default_faces_guess()
     return guess if guess.is_dir() else None
 
 
@@ -201,7 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=Path(".imgfeat/demo-report.html"), help="HTML report path")
     parser.add_argument("--offline", action="store_true", help="do not try to download pre-trained weights")
     args = parser.parse_args(argv)
-    result = run_demo(args.dsn, faces_dir=args.faces, report=args.report, allow_download=False if args.offline else None)
+    from .download import DownloadError
+
+    try:
+        result = run_demo(args.dsn, faces_dir=args.faces, report=args.report,
+                          allow_download=False if args.offline else None)
+    except DownloadError as exc:
+        print(f"imgfeat demo: the CMU faces are not beside the project ({default_faces_guess()}) and could not be "
+              f"downloaded: {exc}\n  Point at a copy: IMGFEAT_CMU_FACES=/path/to/faces make demo (or --faces DIR).",
+              file=sys.stderr)
+        return 1
     print_result(result)
     return 0
 

@@ -33,7 +33,8 @@ def resolve(root: str | None, path: str) -> str:
     if not root:
         raise ConfigurationError(
             "imgfeat.image_root is not configured, so imgfeat reads no files",
-            hint="A superuser sets it: ALTER SYSTEM SET imgfeat.image_root = '/srv/images'; SELECT pg_reload_conf();",
+            hint="A superuser sets it: SET imgfeat.image_root = ''; ALTER SYSTEM SET imgfeat.image_root = '/srv/images'; "
+            "SELECT pg_reload_conf(); (the SET makes the placeholder known to ALTER SYSTEM)",
         )
     if "\x00" in path:
         raise FileAccessError("path contains a NUL byte")

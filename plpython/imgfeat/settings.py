@@ -48,7 +48,8 @@ def trusted_setting(plpy: Any, config: dict[str, str], name: str) -> str | None:
             f"{name} is set to {current!r} outside the server configuration; imgfeat honours it only from "
             "postgresql.conf or ALTER SYSTEM",
             detail="Any user can SET a placeholder setting, so a session's value could point the server at arbitrary files.",
-            hint=f"RESET {name}; a superuser sets it with ALTER SYSTEM SET {name} = '...'; SELECT pg_reload_conf();",
+            hint=f"RESET {name}; a superuser sets it with SET {name} = ''; ALTER SYSTEM SET {name} = '...'; "
+            "SELECT pg_reload_conf(); (the SET makes the placeholder known to ALTER SYSTEM)",
         )
     return configured
 
