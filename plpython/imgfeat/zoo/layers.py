@@ -20,6 +20,8 @@ default, which torchvision's ResNets use).
 
 from __future__ import annotations
 
+import abc
+
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -48,9 +50,10 @@ BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var")
 # ---------------------------------------------------------------------------------------
 
 
-class Backend:
+class Backend(abc.ABC):
     """The operations the architectures are written in. ``x`` values are backend-specific."""
 
+    @abc.abstractmethod
     def conv(
         self, x: Any, name: str, in_ch: int, out_ch: int, kernel: int, *, stride: int = 1,
         pad: int = 0, bias: bool, bn: str | None = None, relu: bool = False,
@@ -58,33 +61,39 @@ class Backend:
         """``Conv2d(in_ch, out_ch, kernel, stride, pad, bias)`` named ``name`` (parameters
         ``name.weight`` ``[out, in, k, k]`` and ``name.bias`` ``[out]`` if ``bias``), then the
         ``BatchNorm2d`` named ``bn`` (eval mode) if given, then ReLU if ``relu``."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def maxpool(self, x: Any, kernel: int, stride: int, pad: int = 0) -> Any:
         """``MaxPool2d(kernel, stride, pad)`` (floor mode, padding never selected)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def add_relu(self, a: Any, b: Any) -> Any:
         """``relu(a + b)``: the end of a residual block."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def global_avg_pool(self, x: Any) -> Any:
         """``AdaptiveAvgPool2d(1)`` then ``flatten(1)``: ``[N, C, H, W] -> [N, C]``."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def adaptive_avg_pool(self, x: Any, out_h: int, out_w: int) -> Any:
         """``AdaptiveAvgPool2d((out_h, out_w))`` with torch's bin edges
         ``floor(i * in / out) .. ceil((i + 1) * in / out)``."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def flatten(self, x: Any) -> Any:
         """``torch.flatten(x, 1)``: ``[N, C, H, W] -> [N, C*H*W]``."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def linear(self, x: Any, name: str, in_f: int, out_f: int, *, relu: bool = False) -> Any:
         """``Linear(in_f, out_f)`` named ``name`` (``name.weight`` ``[out, in]``,
         ``name.bias`` ``[out]``), then ReLU if ``relu``."""
-        raise NotImplementedError
+        ...
 
 
 def adaptive_bins(size_in: int, size_out: int) -> list[tuple[int, int]]:
