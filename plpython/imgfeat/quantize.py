@@ -43,7 +43,7 @@ MAX_CALIBRATION_ROWS = 4096
 CALIBRATION_BATCH = 8
 """Images per calibration run (the calibrator keeps only per-tensor minima and maxima)."""
 
-QUANT_FORMAT = "qoperator"
+QUANT_FORMAT = "qdq"
 """``qoperator`` (QLinearConv, QLinearAdd, ...) or ``qdq`` (QuantizeLinear/DequantizeLinear
 pairs that onnxruntime fuses at load time)."""
 

@@ -1,0 +1,69 @@
+"""``python -m bench``: run the targets P1..P6 and print one table (see :mod:`bench.targets`).
+
+Usage::
+
+    python -m bench [--quick] [--dsn DSN] [--rounds N] [--only P1,P3]
+
+``--dsn``: a superuser connection to a server with imgfeat installed (a fresh database is
+created and dropped); default: a throwaway local cluster. ``--quick``: a smoke run (first
+48 faces, resnet18 only, one round) that prints every row in about a minute; its figures
+mean little. The full run takes about 5-10 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+
+from .environment import BenchEnv, face_files, faces_dir
+from .report import print_table
+from .targets import Bench, Config, say
+
+TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 48 faces, resnet18 only, one round")
+    parser.add_argument("--dsn", help="superuser DSN of a server with imgfeat installed (default: a throwaway cluster)")
+    parser.add_argument("--rounds", type=int, help="rounds per comparison (default 2, quick 1)")
+    parser.add_argument("--only", help="comma-separated targets to run, e.g. P1,P3 (P6 runs with P1)")
+    args = parser.parse_args(argv)
+
+    root = faces_dir()
+    files = face_files(root)
+    if not files:
+        print(f"bench: no CMU faces under {root} (set IMGFEAT_CMU_FACES)", file=sys.stderr)
+        return 2
+    if args.quick:
+        files = files[:48]
+        cfg = Config(rounds=args.rounds or 1, large="resnet18", small="resnet18", parallel_model="resnet18",
+                     calibration_rows=8, new_connections=1)
+    else:
+        cfg = Config(rounds=args.rounds or 2)
+    only = {t.strip().upper() for t in (args.only or ",".join(TARGETS)).split(",")}
+    if "P3" in only:
+        only.add("P1")  # P3 compares with P1's float32 runs
+    import onnxruntime
+
+    say(f"{len(files)} faces from {root}; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
+        f"onnxruntime {onnxruntime.__version__}; {cfg}")
+    started = time.perf_counter()
+    with BenchEnv.create(args.dsn, files, cfg.models) as env:
+        bench = Bench(env, cfg)
+        steps = (("P1", bench.p1_p6), ("P2", bench.p2), ("P3", bench.p3), ("P4", bench.p4), ("P5", bench.p5))
+        for target, step in steps:
+            if target in only:
+                step()
+    say(f"done in {time.perf_counter() - started:.0f} s")
+    print()
+    print_table(bench.rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,325 @@
+"""The targets of issue 7, each measured side by side with what it is compared to.
+
+* P1: ``CALL imgfeat.featurize`` vs raw onnxruntime on preprocessed tensors in memory (same
+  model bytes from ``imgfeat.model_onnx``, threads, batch size); >= 0.95x for resnet50,
+  >= 0.9x for resnet18; the job's time breakdown (decode, inference, database).
+* P2: ``SELECT imgfeat.featurize_image(image, 'resnet50') FROM faces`` vs raw onnxruntime at
+  batch 1; >= 0.9x.
+* P3: ``imgfeat.quantize_model`` int8 variants: >= 3x the float32 throughput (both through
+  ``CALL imgfeat.featurize``), median cosine similarity of int8 to float32 features >= 0.99,
+  CMU left/right test accuracy with each (logistic regression trained in the database).
+* P4: a parallel query with two workers (one onnxruntime thread each) vs one backend on
+  one thread; >= 1.7x; the plan is checked (Gather, workers launched).
+* P5: the first call in a new connection (resnet50) <= 1.5 s; the backend's RSS <= 400 MB.
+* P6: the client-side script a user would otherwise write vs ``CALL imgfeat.featurize``,
+  localhost; >= 1x.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .environment import BenchEnv, backend_stat
+from .measure import (
+    Run,
+    best,
+    call_featurize,
+    client_script,
+    raw_run,
+    raw_session,
+    session_settings,
+    timed_query,
+    warm,
+)
+from .report import Row, ratio_row
+
+
+@dataclass(frozen=True)
+class Config:
+    """What to run: rounds per comparison, batch size, threads, the models, the size of P4's table."""
+
+    rounds: int = 2
+    batch: int = 16
+    threads: int = 2
+    large: str = "resnet50"
+    small: str = "resnet18"
+    parallel_model: str = "resnet50"
+    parallel_copies: int = 1
+    calibration_rows: int = 64
+    new_connections: int = 3
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys([self.large, self.small]))
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+class Bench:
+    """Holds what the targets share: the environment, preprocessed tensors, float32 runs."""
+
+    def __init__(self, env: BenchEnv, cfg: Config) -> None:
+        self.env = env
+        self.cfg = cfg
+        self.rows: list[Row] = []
+        self.notes: list[str] = []
+        self.fp32_db: dict[str, Run] = {}
+        self.fp32_raw: dict[str, Run] = {}
+        self._tensors: dict[str, np.ndarray] = {}
+        self._bytes: dict[str, bytes] = {}
+
+    def spec(self, model: str) -> Any:
+        from imgfeat.zoo import ARCHITECTURES
+
+        return ARCHITECTURES[model].preprocessing
+
+    def tensors(self, model: str) -> np.ndarray:
+        """The faces preprocessed in this process by imgfeat's own code (float32 NCHW)."""
+        spec = self.spec(model)
+        key = repr(spec)
+        if key not in self._tensors:
+            from imgfeat.image import images_to_batch
+
+            batch, good, bad = images_to_batch([b for _, b in self.env.images()], spec)
+            assert not bad and len(good) == len(self.env.files), bad
+            self._tensors[key] = batch
+        return self._tensors[key]
+
+    def model_bytes(self, name: str) -> bytes:
+        if name not in self._bytes:
+            self._bytes[name] = self.env.model_bytes(name)
+        return self._bytes[name]
+
+    # ------------------------------------------------------------------ P1 and P6
+
+    def p1_p6(self) -> None:
+        cfg = self.cfg
+        for model in cfg.models:
+            goal = 0.95 if model == cfg.large and cfg.large == "resnet50" else 0.9
+            with_client = model == cfg.large
+            say(f"P1{' + P6' if with_client else ''}: {model}, batch {cfg.batch}, {cfg.threads} threads, {cfg.rounds} rounds")
+            session = raw_session(self.model_bytes(model), cfg.threads)
+            tensors = self.tensors(model)
+            raw: list[Run] = []
+            db: list[Run] = []
+            client: list[Run] = []
+            with self.env.connect() as conn:
+                pid = session_settings(conn, cfg.threads)
+                warm(conn, model)
+                for _ in range(cfg.rounds):
+                    raw.append(raw_run(session, tensors, cfg.batch))
+                    db.append(call_featurize(conn, pid, model, f"feats_{_ident(model)}", cfg.batch))
+                    if with_client:
+                        client.append(client_script(self.env, session, self.spec(model), cfg.batch, f"client_{_ident(model)}"))
+            r, d = best(raw), best(db)
+            self.fp32_db[model], self.fp32_raw[model] = d, r
+            self.rows.append(ratio_row(
+                "P1", f"CALL imgfeat.featurize {model} vs raw onnxruntime (batch {cfg.batch}, {cfg.threads} threads)",
+                f"{d.rate:.1f} vs {r.rate:.1f} img/s; CPU {d.cpu_ms:.0f} vs {r.cpu_ms:.0f} ms/img",
+                d.rate / r.rate, goal,
+            ))
+            t = d.extra["timings"]
+            self.rows.append(Row(
+                "P1", f"time breakdown, {model} ({d.images} images, {d.wall:.1f} s wall)",
+                f"decode {t.get('decode', 0):.2f} s (in a thread), inference {t.get('inference', 0):.2f} s, "
+                f"database {t.get('database', 0):.2f} s",
+            ))
+            if with_client:
+                c = best(client)
+                self.rows.append(ratio_row(
+                    "P6", f"CALL imgfeat.featurize {model} vs client script (psycopg + onnxruntime + COPY, localhost)",
+                    f"{d.rate:.1f} vs {c.rate:.1f} img/s; {d.wall:.1f} vs {c.wall:.1f} s",
+                    d.rate / c.rate, 1.0,
+                ))
+
+    # ------------------------------------------------------------------ P2
+
+    def p2(self) -> None:
+        cfg = self.cfg
+        model = cfg.large
+        say(f"P2: featurize_image per row, {model}, {cfg.threads} threads, {cfg.rounds} rounds")
+        session = raw_session(self.model_bytes(model), cfg.threads)
+        tensors = self.tensors(model)
+        sql = "SELECT sum(cardinality(imgfeat.featurize_image(image, %s))) FROM faces"
+        raw: list[Run] = []
+        db: list[Run] = []
+        with self.env.connect() as conn:
+            pid = session_settings(conn, cfg.threads)
+            conn.execute("SET max_parallel_workers_per_gather = 0")
+            warm(conn, model)
+            for _ in range(cfg.rounds):
+                raw.append(raw_run(session, tensors, 1))
+                db.append(timed_query(conn, pid, sql, (model,), images=len(tensors)))
+        r, d = best(raw), best(db)
+        self.rows.append(ratio_row(
+            "P2", f"SELECT imgfeat.featurize_image(image, '{model}') FROM faces vs raw onnxruntime batch 1",
+            f"{d.rate:.1f} vs {r.rate:.1f} img/s; CPU {d.cpu_ms:.0f} vs {r.cpu_ms:.0f} ms/img",
+            d.rate / r.rate, 0.9,
+        ))
+
+    # ------------------------------------------------------------------ P3
+
+    def p3(self) -> None:
+        cfg = self.cfg
+        for model in cfg.models:
+            qname = f"{model}-int8"
+            say(f"P3: quantize {model} on {cfg.calibration_rows} training faces, then featurize ({cfg.rounds} rounds)")
+            with self.env.connect() as conn:
+                conn.execute("SET client_min_messages = warning")
+                start = time.perf_counter()
+                row = conn.execute(
+                    "SELECT size_bytes FROM imgfeat.quantize_model(%s, 'faces_train', calibration_rows => %s)",
+                    (model, cfg.calibration_rows),
+                ).fetchone()
+                quantize_seconds = time.perf_counter() - start
+            assert row is not None
+            session = raw_session(self.model_bytes(qname), cfg.threads)
+            raw: list[Run] = []
+            db: list[Run] = []
+            with self.env.connect() as conn:
+                pid = session_settings(conn, cfg.threads)
+                warm(conn, qname)
+                for _ in range(cfg.rounds):
+                    raw.append(raw_run(session, self.tensors(model), cfg.batch))
+                    db.append(call_featurize(conn, pid, qname, f"feats_{_ident(qname)}", cfg.batch))
+            d, r = best(db), best(raw)
+            fp32 = self.fp32_db[model]
+            self.rows.append(ratio_row(
+                "P3", f"CALL imgfeat.featurize {qname} vs {model} (batch {cfg.batch}, {cfg.threads} threads)",
+                f"{d.rate:.1f} vs {fp32.rate:.1f} img/s (raw onnxruntime: {r.rate:.1f} vs {self.fp32_raw[model].rate:.1f})",
+                d.rate / fp32.rate, 3.0,
+            ))
+            f32 = self.env.features(f"feats_{_ident(model)}")
+            i8 = self.env.features(f"feats_{_ident(qname)}")
+            ids = sorted(set(f32) & set(i8))
+            from imgfeat.quantize import cosine_similarity
+
+            cos = cosine_similarity(np.stack([f32[i] for i in ids]), np.stack([i8[i] for i in ids]))
+            median = float(np.median(cos))
+            self.rows.append(Row(
+                "P3", f"int8 vs float32 features, {model} (cosine over {len(ids)} faces)",
+                f"median {median:.4f}, min {float(cos.min()):.4f}; {row[0] / 1e6:.1f} MB int8, "
+                f"quantized in {quantize_seconds:.1f} s", None, ">= 0.99 median", median >= 0.99,
+            ))
+            acc32 = self.accuracy(f"feats_{_ident(model)}")
+            acc8 = self.accuracy(f"feats_{_ident(qname)}")
+            self.rows.append(Row(
+                "P3", f"CMU left/right test accuracy, {model} features (logistic regression)",
+                f"float32 {acc32:.3f}, int8 {acc8:.3f}",
+            ))
+
+    def accuracy(self, features_table: str) -> float:
+        """Train ``imgfeat.train_logistic_regression`` on the training split, ``imgfeat.evaluate`` on the test split."""
+        with self.env.connect() as conn:
+            conn.execute("SET client_min_messages = warning")
+            for part in ("train", "test"):
+                conn.execute(
+                    f"CREATE OR REPLACE VIEW lr_{features_table}_{part} AS SELECT f.id, f.features, s.label "
+                    f"FROM {features_table} f JOIN faces s USING (id) WHERE s.split = '{part}'"
+                )
+            clf = f"clf_{features_table}"
+            conn.execute("CALL imgfeat.train_logistic_regression(%s, %s, replace => true)", (clf, f"lr_{features_table}_train"))
+            row = conn.execute("SELECT imgfeat.evaluate(%s, %s)", (clf, f"lr_{features_table}_test")).fetchone()
+        assert row is not None
+        return float(row[0]["accuracy"])
+
+    # ------------------------------------------------------------------ P4
+
+    def p4(self) -> None:
+        cfg = self.cfg
+        model = cfg.parallel_model
+        with self.env.connect() as conn:
+            conn.execute("DROP TABLE IF EXISTS faces_big")
+            # fillfactor 10: a few rows per heap page (the images themselves are TOASTed), so that
+            # the parallel scan hands out work in small pieces and the two workers' shares balance,
+            # as they do in any table of realistic size.
+            conn.execute("CREATE TABLE faces_big (id bigint, image bytea) WITH (fillfactor = 10, parallel_workers = 2)")
+            conn.execute(
+                "INSERT INTO faces_big SELECT c * 100000 + f.id, f.image FROM faces f, "
+                "generate_series(0, %s) c ORDER BY 1" % (cfg.parallel_copies - 1)
+            )
+            conn.execute("ANALYZE faces_big")
+            n = conn.execute("SELECT count(*) FROM faces_big").fetchone()[0]  # type: ignore[index]
+        say(f"P4: {model} over {n} rows, 1 backend x 1 thread vs 2 parallel workers x 1 thread, {cfg.rounds} rounds")
+        query = (
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
+            f"SELECT sum(cardinality(imgfeat.featurize_image(image, '{model}'))) FROM faces_big"
+        )
+        serial: list[Run] = []
+        parallel: list[Run] = []
+        plans: list[str] = []
+        with self.env.connect() as one, self.env.connect() as two:
+            session_settings(one, 1)
+            one.execute("SET max_parallel_workers_per_gather = 0")
+            warm(one, model)
+            session_settings(two, 1)
+            for setting in ("max_parallel_workers_per_gather = 2", "parallel_setup_cost = 0", "parallel_tuple_cost = 0",
+                            "min_parallel_table_scan_size = 0", "parallel_leader_participation = off"):
+                two.execute(f"SET {setting}")
+            for _ in range(cfg.rounds):
+                serial.append(timed_query(one, None, query, images=n))
+                run = timed_query(two, None, query, images=n)
+                plans.append("\n".join(r[0] for r in run.extra["rows"]))
+                parallel.append(run)
+        launched = [int(p.split("Workers Launched:")[1].split()[0]) if "Workers Launched:" in p else 0 for p in plans]
+        gather = all("Gather" in p for p in plans)
+        s, p = best(serial), best(parallel)
+        ok_plan = gather and min(launched) == 2
+        self.rows.append(Row(
+            "P4", f"{model}: 2 parallel workers x 1 thread vs 1 backend x 1 thread ({n} rows)",
+            f"{p.rate:.1f} vs {s.rate:.1f} img/s; plan: {'Gather' if gather else 'NO Gather'}, workers launched {launched}",
+            p.rate / s.rate, ">= 1.7x", ok_plan and p.rate / s.rate >= 1.7,
+        ))
+
+    # ------------------------------------------------------------------ P5
+
+    def p5(self) -> None:
+        cfg = self.cfg
+        model = cfg.large
+        say(f"P5: first call in a new connection, {model}, {cfg.new_connections} connections")
+        image = self.env.images(1)[0][1]
+        firsts: list[float] = []
+        seconds: list[float] = []
+        connects: list[float] = []
+        mem: list[dict[str, float]] = []
+        for _ in range(cfg.new_connections):
+            start = time.perf_counter()
+            with self.env.connect() as conn:
+                connects.append(time.perf_counter() - start)
+                row = conn.execute("SELECT pg_backend_pid()").fetchone()
+                assert row is not None
+                pid = int(row[0])
+                conn.execute("SET client_min_messages = warning")
+                start = time.perf_counter()
+                conn.execute("SELECT imgfeat.featurize_image(%s, %s)", (image, model)).fetchall()
+                firsts.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                conn.execute("SELECT imgfeat.featurize_image(%s, %s)", (image, model)).fetchall()
+                seconds.append(time.perf_counter() - start)
+                if self.env.local:
+                    mem.append(backend_stat(pid))
+        first = statistics.median(firsts)
+        self.rows.append(Row(
+            "P5", f"first featurize_image in a new connection, {model} (median of {len(firsts)})",
+            f"{first:.2f} s (each {', '.join(f'{x:.2f}' for x in firsts)}; next call {statistics.median(seconds):.2f} s; "
+            f"connecting {statistics.median(connects) * 1000:.0f} ms)",
+            None, "<= 1.5 s", first <= 1.5,
+        ))
+        if mem:
+            rss = max(m["VmRSS"] for m in mem)
+            hwm = max(m["VmHWM"] for m in mem)
+            self.rows.append(Row(
+                "P5", f"backend memory holding {model} (/proc/<pid>/status)",
+                f"VmRSS {rss:.0f} MB (peak VmHWM {hwm:.0f} MB)", None, "<= 400 MB", rss <= 400,
+            ))
+
+
+def _ident(name: str) -> str:
+    return name.replace("-", "_").replace(".", "_")
