@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 48 faces, resnet18 only, one round")
     parser.add_argument("--dsn", help="superuser DSN of a server with imgfeat installed (default: a throwaway cluster)")
-    parser.add_argument("--rounds", type=int, help="rounds per comparison (default 2, quick 1)")
+    parser.add_argument("--rounds", type=int, help="rounds per comparison (default 3, and 2 for P2 and P4; quick 1)")
     parser.add_argument("--only", help="comma-separated targets to run, e.g. P1,P3 (P6 runs with P1)")
     args = parser.parse_args(argv)
 
@@ -41,10 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.quick:
         files = files[:48]
-        cfg = Config(rounds=args.rounds or 1, large="resnet18", small="resnet18", parallel_model="resnet18",
-                     calibration_rows=8, new_connections=1)
+        cfg = Config(rounds=args.rounds or 1, long_rounds=args.rounds or 1, large="resnet18", small="resnet18",
+                     parallel_model="resnet18", calibration_rows=8, new_connections=1)
     else:
-        cfg = Config(rounds=args.rounds or 2)
+        cfg = Config(rounds=args.rounds or 3, long_rounds=args.rounds or 2)
     only = {t.strip().upper() for t in (args.only or ",".join(TARGETS)).split(",")}
     if "P3" in only:
         only.add("P1")  # P3 compares with P1's float32 runs

@@ -41,9 +41,11 @@ from .report import Row, ratio_row
 
 @dataclass(frozen=True)
 class Config:
-    """What to run: rounds per comparison, batch size, threads, the models, the size of P4's table."""
+    """What to run: rounds per comparison (``long_rounds`` for the slow P2 and P4), batch
+    size, threads, the models, the size of P4's table."""
 
-    rounds: int = 2
+    rounds: int = 3
+    long_rounds: int = 2
     batch: int = 16
     threads: int = 2
     large: str = "resnet50"
@@ -144,7 +146,7 @@ class Bench:
     def p2(self) -> None:
         cfg = self.cfg
         model = cfg.large
-        say(f"P2: featurize_image per row, {model}, {cfg.threads} threads, {cfg.rounds} rounds")
+        say(f"P2: featurize_image per row, {model}, {cfg.threads} threads, {cfg.long_rounds} rounds")
         session = raw_session(self.model_bytes(model), cfg.threads)
         tensors = self.tensors(model)
         sql = "SELECT sum(cardinality(imgfeat.featurize_image(image, %s))) FROM faces"
@@ -154,7 +156,7 @@ class Bench:
             pid = session_settings(conn, cfg.threads)
             conn.execute("SET max_parallel_workers_per_gather = 0")
             warm(conn, model)
-            for _ in range(cfg.rounds):
+            for _ in range(cfg.long_rounds):
                 raw.append(raw_run(session, tensors, 1))
                 db.append(timed_query(conn, pid, sql, (model,), images=len(tensors)))
         r, d = best(raw), best(db)
@@ -193,7 +195,8 @@ class Bench:
             fp32 = self.fp32_db[model]
             self.rows.append(ratio_row(
                 "P3", f"CALL imgfeat.featurize {qname} vs {model} (batch {cfg.batch}, {cfg.threads} threads)",
-                f"{d.rate:.1f} vs {fp32.rate:.1f} img/s (raw onnxruntime: {r.rate:.1f} vs {self.fp32_raw[model].rate:.1f})",
+                f"{d.rate:.1f} vs {fp32.rate:.1f} img/s (raw onnxruntime: {r.rate:.1f} vs "
+                f"{self.fp32_raw[model].rate:.1f}, {r.rate / self.fp32_raw[model].rate:.2f}x)",
                 d.rate / fp32.rate, 3.0,
             ))
             f32 = self.env.features(f"feats_{_ident(model)}")
@@ -247,7 +250,7 @@ class Bench:
             )
             conn.execute("ANALYZE faces_big")
             n = conn.execute("SELECT count(*) FROM faces_big").fetchone()[0]  # type: ignore[index]
-        say(f"P4: {model} over {n} rows, 1 backend x 1 thread vs 2 parallel workers x 1 thread, {cfg.rounds} rounds")
+        say(f"P4: {model} over {n} rows, 1 backend x 1 thread vs 2 parallel workers x 1 thread, {cfg.long_rounds} rounds")
         query = (
             "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
             f"SELECT sum(cardinality(imgfeat.featurize_image(image, '{model}'))) FROM faces_big"
@@ -263,7 +266,7 @@ class Bench:
             for setting in ("max_parallel_workers_per_gather = 2", "parallel_setup_cost = 0", "parallel_tuple_cost = 0",
                             "min_parallel_table_scan_size = 0", "parallel_leader_participation = off"):
                 two.execute(f"SET {setting}")
-            for _ in range(cfg.rounds):
+            for _ in range(cfg.long_rounds):
                 serial.append(timed_query(one, None, query, images=n))
                 run = timed_query(two, None, query, images=n)
                 plans.append("\n".join(r[0] for r in run.extra["rows"]))
