@@ -115,11 +115,13 @@ class Bench:
             with self.env.connect() as conn:
                 pid = session_settings(conn, cfg.threads)
                 warm(conn, model)
-                for _ in range(cfg.rounds):
+                for i in range(cfg.rounds):
                     raw.append(raw_run(session, tensors, cfg.batch))
                     db.append(call_featurize(conn, pid, model, f"feats_{_ident(model)}", cfg.batch))
                     if with_client:
                         client.append(client_script(self.env, session, self.spec(model), cfg.batch, f"client_{_ident(model)}"))
+                    say(f"  round {i + 1}: raw {raw[-1].rate:.1f}, CALL {db[-1].rate:.1f}"
+                        + (f", client {client[-1].rate:.1f}" if with_client else "") + " img/s")
             r, d = best(raw), best(db)
             self.fp32_db[model], self.fp32_raw[model] = d, r
             self.rows.append(ratio_row(
@@ -130,8 +132,8 @@ class Bench:
             t = d.extra["timings"]
             self.rows.append(Row(
                 "P1", f"time breakdown, {model} ({d.images} images, {d.wall:.1f} s wall)",
-                f"decode {t.get('decode', 0):.2f} s (in a thread), inference {t.get('inference', 0):.2f} s, "
-                f"database {t.get('database', 0):.2f} s",
+                f"decode {t.get('decode', 0):.2f} s, inference {t.get('inference', 0):.2f} s, "
+                f"database {t.get('database', 0):.2f} s (decode and database overlap inference)",
             ))
             if with_client:
                 c = best(client)
@@ -156,9 +158,10 @@ class Bench:
             pid = session_settings(conn, cfg.threads)
             conn.execute("SET max_parallel_workers_per_gather = 0")
             warm(conn, model)
-            for _ in range(cfg.long_rounds):
+            for i in range(cfg.long_rounds):
                 raw.append(raw_run(session, tensors, 1))
                 db.append(timed_query(conn, pid, sql, (model,), images=len(tensors)))
+                say(f"  round {i + 1}: raw {raw[-1].rate:.1f}, featurize_image {db[-1].rate:.1f} img/s")
         r, d = best(raw), best(db)
         self.rows.append(ratio_row(
             "P2", f"SELECT imgfeat.featurize_image(image, '{model}') FROM faces vs raw onnxruntime batch 1",
@@ -188,9 +191,10 @@ class Bench:
             with self.env.connect() as conn:
                 pid = session_settings(conn, cfg.threads)
                 warm(conn, qname)
-                for _ in range(cfg.rounds):
+                for i in range(cfg.rounds):
                     raw.append(raw_run(session, self.tensors(model), cfg.batch))
                     db.append(call_featurize(conn, pid, qname, f"feats_{_ident(qname)}", cfg.batch))
+                    say(f"  round {i + 1}: raw int8 {raw[-1].rate:.1f}, CALL int8 {db[-1].rate:.1f} img/s")
             d, r = best(db), best(raw)
             fp32 = self.fp32_db[model]
             self.rows.append(ratio_row(
@@ -271,6 +275,7 @@ class Bench:
                 run = timed_query(two, None, query, images=n)
                 plans.append("\n".join(r[0] for r in run.extra["rows"]))
                 parallel.append(run)
+                say(f"  round {len(parallel)}: one backend {serial[-1].rate:.1f}, parallel {run.rate:.1f} img/s")
         launched = [int(p.split("Workers Launched:")[1].split()[0]) if "Workers Launched:" in p else 0 for p in plans]
         gather = all("Gather" in p for p in plans)
         s, p = best(serial), best(parallel)

@@ -268,7 +268,7 @@ class Progress:
         self.seconds = {"decode": 0.0, "inference": 0.0, "database": 0.0}
 
     def timings(self) -> str:
-        """Seconds spent so far per stage, as JSON (decode runs overlapped with inference)."""
+        """Seconds spent so far per stage, as JSON (decode and database work overlap inference)."""
         import json
 
         return json.dumps({k: round(v, 3) for k, v in self.seconds.items()})
@@ -387,7 +387,6 @@ def featurize(
     plpy.commit()
 
     progress = Progress(total)
-    pool = _decode_pool()
     infer_pool = _inference_pool()
 
     def fetch(after_id: Any) -> list[Any]:
@@ -395,10 +394,12 @@ def featurize(
             return list(plpy.execute(first, [model_name, batch_size]))
         return list(plpy.execute(after, [model_name, batch_size, after_id]))
 
-    def submit(rows: list[Any]) -> Any:
+    def prepare(rows: list[Any]) -> Prepared:
         ids = [r["id"] for r in rows]
         images = [r["image"] for r in rows]
-        return pool.submit(prepare_batch, ids, images, spec, knobs["max_pixels"], root if from_paths else None)
+        prepared = prepare_batch(ids, images, spec, knobs["max_pixels"], root if from_paths else None)
+        progress.seconds["decode"] += prepared.seconds
+        return prepared
 
     def infer(batch: np.ndarray) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
@@ -432,14 +433,14 @@ def featurize(
             progress.last_notice = now
             plpy.notice(progress.message(model_name, tgt.quoted))
 
-    # Pipeline: while onnxruntime runs batch k (in a thread: it releases the GIL), this
-    # thread stores batch k-1 and fetches batch k+1, which the decode thread prepares.
+    # Pipeline: while onnxruntime runs batch k in its own thread (session.run releases the
+    # GIL), this thread fetches and decodes batch k+1 and stores batch k-1. (A separate decode
+    # thread measured no faster on 2 cores: one thread besides onnxruntime's competes less.)
     rows = fetch(None)
-    pending = submit(rows) if rows else None
+    pending = prepare(rows) if rows else None
     inflight: tuple[Prepared, Any] | None = None
     while pending is not None:
-        prepared: Prepared = pending.result()
-        progress.seconds["decode"] += prepared.seconds
+        prepared = pending
         if prepared.failures and on_error == "raise":
             if inflight is not None:
                 store(*inflight)  # keep every batch before the bad one
@@ -453,8 +454,8 @@ def featurize(
         running = infer_pool.submit(infer, prepared.batch) if prepared.good_ids else None
         started = time.perf_counter()
         next_rows = fetch(rows[-1]["id"])
-        pending = submit(next_rows) if next_rows else None
         progress.seconds["database"] += time.perf_counter() - started
+        pending = prepare(next_rows) if next_rows else None
         rows = next_rows
         if inflight is not None:
             store(*inflight)
@@ -479,8 +480,8 @@ class Prepared:
 def prepare_batch(
     ids: list[Any], images: list[Any], spec: Any, max_pixels: int, root: str | None
 ) -> Prepared:
-    """Read (paths under ``root`` when given) and decode one batch. Runs in a worker thread:
-    it must not call ``plpy``."""
+    """Read (paths under ``root`` when given) and decode one batch. Does not call ``plpy``
+    (it may run in any thread)."""
     from . import files, image
 
     started = time.perf_counter()
@@ -508,24 +509,14 @@ def prepare_batch(
 _POOL: list[Any] = []
 
 
-def _decode_pool() -> Any:
-    """One decoding thread per backend, created on first use."""
+def _inference_pool() -> Any:
+    """One onnxruntime thread per backend, created on first use (``session.run`` releases the
+    GIL, so the backend's own thread meanwhile decodes and talks to the database)."""
     if not _POOL:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgfeat-decode"))
-    return _POOL[0]
-
-
-def _inference_pool() -> Any:
-    """One onnxruntime thread per backend, created on first use (``session.run`` releases the
-    GIL, so the backend's own thread meanwhile talks to the database)."""
-    if len(_POOL) < 2:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _decode_pool()
         _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgfeat-infer"))
-    return _POOL[1]
+    return _POOL[0]
 
 
 def _array_element(value: Any) -> str:
