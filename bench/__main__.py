@@ -7,7 +7,8 @@ Usage::
 ``--dsn``: a superuser connection to a server with imgfeat installed (a fresh database is
 created and dropped); default: a throwaway local cluster. ``--quick``: a smoke run (first
 48 faces, resnet18 only, one round) that prints every row in about a minute; its figures
-mean little. The full run takes about 5-10 minutes on 2 cores.
+mean little. The full run takes about 6 minutes on 2 idle cores; each round first waits
+(up to a minute) for the machine to be idle, so it takes longer on a busy shared machine.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         files = files[:48]
         cfg = Config(rounds=args.rounds or 1, long_rounds=args.rounds or 1, large="resnet18", small="resnet18",
-                     parallel_model="resnet18", calibration_rows=8, new_connections=1)
+                     parallel_model="resnet18", calibration_rows=8, new_connections=1, quiet_wait=3.0)
     else:
         cfg = Config(rounds=args.rounds or 3, long_rounds=args.rounds or 2)
     only = {t.strip().upper() for t in (args.only or ",".join(TARGETS)).split(",")}

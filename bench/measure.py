@@ -37,6 +37,37 @@ class Run:
         return 1000.0 * self.cpu / self.images
 
 
+def cpu_busy(interval: float = 0.5) -> float:
+    """The machine's busy fraction (0..1 of all CPUs) over ``interval`` seconds, from /proc/stat."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values[:8]), idle
+
+    total0, idle0 = sample()
+    time.sleep(interval)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+QUIET = 0.15
+"""A round starts when the machine is at most this busy (other users of a shared machine)."""
+
+
+def wait_for_quiet(max_wait: float = 60.0) -> float:
+    """Wait (up to ``max_wait`` seconds) until the machine is quiet; returns the seconds waited.
+
+    Both sides of a comparison need the same CPUs: a round measured while another job
+    runs says nothing. Waiting is bounded so that a permanently busy machine still gets
+    measured (its figures then show the noise)."""
+    start = time.perf_counter()
+    while cpu_busy() > QUIET and time.perf_counter() - start < max_wait:
+        time.sleep(0.5)
+    return time.perf_counter() - start
+
+
 def best(runs: list[Run]) -> Run:
     """The fastest round (noise on a shared machine only ever slows a run down)."""
     return max(runs, key=lambda r: r.rate)

@@ -34,6 +34,7 @@ from .measure import (
     raw_session,
     session_settings,
     timed_query,
+    wait_for_quiet,
     warm,
 )
 from .report import Row, ratio_row
@@ -54,6 +55,7 @@ class Config:
     parallel_copies: int = 1
     calibration_rows: int = 64
     new_connections: int = 3
+    quiet_wait: float = 60.0
 
     @property
     def models(self) -> list[str]:
@@ -62,6 +64,13 @@ class Config:
 
 def say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
+
+
+def quiet(round_index: int, max_wait: float) -> None:
+    """Before a round: wait until the (shared) machine is quiet, and say so if it was not."""
+    waited = wait_for_quiet(max_wait)
+    if waited >= 1.0:
+        say(f"  round {round_index + 1}: waited {waited:.0f} s for other work on the machine to finish")
 
 
 class Bench:
@@ -116,6 +125,7 @@ class Bench:
                 pid = session_settings(conn, cfg.threads)
                 warm(conn, model)
                 for i in range(cfg.rounds):
+                    quiet(i, cfg.quiet_wait)
                     raw.append(raw_run(session, tensors, cfg.batch))
                     db.append(call_featurize(conn, pid, model, f"feats_{_ident(model)}", cfg.batch))
                     if with_client:
@@ -159,6 +169,7 @@ class Bench:
             conn.execute("SET max_parallel_workers_per_gather = 0")
             warm(conn, model)
             for i in range(cfg.long_rounds):
+                quiet(i, cfg.quiet_wait)
                 raw.append(raw_run(session, tensors, 1))
                 db.append(timed_query(conn, pid, sql, (model,), images=len(tensors)))
                 say(f"  round {i + 1}: raw {raw[-1].rate:.1f}, featurize_image {db[-1].rate:.1f} img/s")
@@ -192,6 +203,7 @@ class Bench:
                 pid = session_settings(conn, cfg.threads)
                 warm(conn, qname)
                 for i in range(cfg.rounds):
+                    quiet(i, cfg.quiet_wait)
                     raw.append(raw_run(session, self.tensors(model), cfg.batch))
                     db.append(call_featurize(conn, pid, qname, f"feats_{_ident(qname)}", cfg.batch))
                     say(f"  round {i + 1}: raw int8 {raw[-1].rate:.1f}, CALL int8 {db[-1].rate:.1f} img/s")
@@ -270,7 +282,8 @@ class Bench:
             for setting in ("max_parallel_workers_per_gather = 2", "parallel_setup_cost = 0", "parallel_tuple_cost = 0",
                             "min_parallel_table_scan_size = 0", "parallel_leader_participation = off"):
                 two.execute(f"SET {setting}")
-            for _ in range(cfg.long_rounds):
+            for i in range(cfg.long_rounds):
+                quiet(i, cfg.quiet_wait)
                 serial.append(timed_query(one, None, query, images=n))
                 run = timed_query(two, None, query, images=n)
                 plans.append("\n".join(r[0] for r in run.extra["rows"]))
