@@ -2,12 +2,14 @@
 
 Usage::
 
-    python -m bench [--quick] [--dsn DSN] [--rounds N] [--only P1,P3]
+    python -m bench [--quick] [--dsn DSN] [--rounds N] [--only P1,P3] [--weights ARCH=FILE ...]
 
 ``--dsn``: a superuser connection to a server with imgfeat installed (a fresh database is
 created and dropped); default: a throwaway local cluster. ``--quick``: a smoke run (first
 48 faces, resnet18 only, one round) that prints every row in about a minute; its figures
-mean little. The full run takes about 6 minutes on 2 idle cores; each round first waits
+mean little. ``--weights resnet50=resnet50-0676ba61.pth``: measure a model built from a
+torchvision state dict (``.pth``, ``.safetensors``) or an ``.onnx`` file instead of the
+synthetic (seeded) weights, e.g. to check P3's int8 cosine on pre-trained weights. The full run takes about 6 minutes on 2 idle cores; each round first waits
 (up to a minute) for the machine to be idle, so it takes longer on a busy shared machine.
 """
 
@@ -19,6 +21,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .environment import BenchEnv, face_files, faces_dir
 from .report import print_table
@@ -33,7 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dsn", help="superuser DSN of a server with imgfeat installed (default: a throwaway cluster)")
     parser.add_argument("--rounds", type=int, help="rounds per comparison (default 3, and 2 for P2 and P4; quick 1)")
     parser.add_argument("--only", help="comma-separated targets to run, e.g. P1,P3 (P6 runs with P1)")
+    parser.add_argument("--weights", action="append", default=[], metavar="ARCH=FILE",
+                        help="register ARCH (resnet18, resnet50, ...) from FILE instead of synthetic weights; repeatable")
     args = parser.parse_args(argv)
+    weights: dict[str, Path] = {}
+    for item in args.weights:
+        arch, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            parser.error(f"--weights wants ARCH=FILE with an existing file, not {item!r}")
+        weights[arch.strip()] = Path(path)
 
     root = faces_dir()
     files = face_files(root)
@@ -46,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      parallel_model="resnet18", calibration_rows=8, new_connections=1, quiet_wait=3.0)
     else:
         cfg = Config(rounds=args.rounds or 3, long_rounds=args.rounds or 2)
+    if set(weights) - set(cfg.models):
+        parser.error(f"--weights: this run measures {', '.join(cfg.models)}, not {', '.join(sorted(set(weights) - set(cfg.models)))}")
     only = {t.strip().upper() for t in (args.only or ",".join(TARGETS)).split(",")}
     if "P3" in only:
         only.add("P1")  # P3 compares with P1's float32 runs
@@ -54,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"{len(files)} faces from {root}; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
         f"onnxruntime {onnxruntime.__version__}; {cfg}")
     started = time.perf_counter()
-    with BenchEnv.create(args.dsn, files, cfg.models) as env:
+    with BenchEnv.create(args.dsn, files, cfg.models, weights) as env:
         bench = Bench(env, cfg)
         steps = (("P1", bench.p1_p6), ("P2", bench.p2), ("P3", bench.p3), ("P4", bench.p4), ("P5", bench.p5))
         for target, step in steps:
@@ -63,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"done in {time.perf_counter() - started:.0f} s")
     print()
     print_table(bench.rows)
+    print()
+    print("Weights: " + "; ".join(
+        f"{m} {'from ' + str(weights[m]) if m in weights else 'synthetic (seeded, untrained)'}" for m in cfg.models))
     return 0
 
 

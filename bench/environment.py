@@ -52,6 +52,22 @@ def backend_stat(pid: int) -> dict[str, float]:
     return stat
 
 
+def register(conn: psycopg.Connection[Any], arch: str, weights: Path | None) -> None:
+    """Register ``arch`` under its own name: synthetic (seeded) weights, or a file: ``.onnx``
+    (cut at the feature layer by the server) or a torchvision state dict (``.pth``,
+    ``.safetensors``)."""
+    if weights is None:
+        conn.execute("SELECT imgfeat.register_synthetic_model(%s)", (arch,))
+    elif weights.suffix == ".onnx":
+        from imgfeat_loader.models import add_onnx
+
+        add_onnx(conn, arch, weights.read_bytes(), architecture=arch, weights_origin="custom")
+    else:
+        from imgfeat_loader.models import add_weights
+
+        add_weights(conn, arch, weights, arch, weights_origin="custom")
+
+
 @dataclass
 class BenchEnv:
     """A database with imgfeat, the faces table and registered synthetic models.
@@ -70,9 +86,11 @@ class BenchEnv:
 
     @classmethod
     @contextmanager
-    def create(cls, dsn: str | None, files: list[Path], models: list[str]) -> Iterator["BenchEnv"]:
+    def create(cls, dsn: str | None, files: list[Path], models: list[str],
+               weights: dict[str, Path] | None = None) -> Iterator["BenchEnv"]:
         """Start a throwaway cluster unless ``dsn`` (a superuser DSN) is given, create a fresh
-        database with the extension, load ``files`` and register ``models``; drop it all at the end."""
+        database with the extension, load ``files`` and register ``models`` (synthetic weights,
+        or ``weights[arch]``: a state dict or ONNX file); drop it all at the end."""
         cluster = None
         if dsn is None:
             from imgfeat_loader.cluster import LocalCluster
@@ -88,7 +106,7 @@ class BenchEnv:
             host = conninfo.conninfo_to_dict(db_dsn).get("host") or ""
             env = cls(db_dsn, files, local=not host or host.startswith("/") or host in ("localhost", "127.0.0.1"),
                       _cluster=cluster, _admin_dsn=dsn, _dbname=dbname)
-            env._setup(models)
+            env._setup(models, weights or {})
             yield env
         finally:
             try:
@@ -101,7 +119,7 @@ class BenchEnv:
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.dsn, autocommit=True)
 
-    def _setup(self, models: list[str]) -> None:
+    def _setup(self, models: list[str], weights: dict[str, Path]) -> None:
         split = split_faces(self.files)
         with self.connect() as c:
             c.execute("SET client_min_messages = warning")
@@ -114,7 +132,7 @@ class BenchEnv:
             c.execute("CREATE VIEW faces_train AS SELECT id, image FROM faces WHERE split = 'train'")
             c.execute("ANALYZE faces")
             for arch in models:
-                c.execute("SELECT imgfeat.register_synthetic_model(%s)", (arch,))
+                register(c, arch, weights.get(arch))
                 self.models.append(arch)
 
     def model_bytes(self, name: str) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import TextIO
@@ -30,11 +31,16 @@ def ratio_row(target: str, what: str, figures: str, ratio: float, minimum: float
     return Row(target, what, figures, ratio, f">= {minimum:g}x", ratio >= minimum)
 
 
+def ratio_text(ratio: float) -> str:
+    """``0.947`` -> ``0.94x``: truncated, not rounded, so that a miss never prints as its goal."""
+    return f"{math.floor(ratio * 100 + 1e-9) / 100:.2f}x"
+
+
 def print_table(rows: list[Row], out: TextIO = sys.stdout) -> None:
     """The rows as a Markdown table (the README's Performance section pastes it)."""
     header = ("target", "what", "measured", "ratio", "goal", "verdict")
     cells = [header] + [
-        (r.target, r.what, r.figures, "" if r.ratio is None else f"{r.ratio:.2f}x", r.goal, r.verdict) for r in rows
+        (r.target, r.what, r.figures, "" if r.ratio is None else ratio_text(r.ratio), r.goal, r.verdict) for r in rows
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
 

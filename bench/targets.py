@@ -227,12 +227,38 @@ class Bench:
                 f"median {median:.4f}, min {float(cos.min()):.4f}; {row[0] / 1e6:.1f} MB int8, "
                 f"quantized in {quantize_seconds:.1f} s", None, ">= 0.99 median", median >= 0.99,
             ))
+            noisy = self.noise_sensitivity(model)
+            self.rows.append(Row(
+                "P3", f"yardstick: float32 {model} on the same faces plus 1 % Gaussian noise (40 dB SNR)",
+                f"median cosine {float(np.median(noisy)):.4f}, min {float(noisy.min()):.4f} "
+                f"(over {len(noisy)} faces; how far the float model itself moves under imperceptible noise)",
+            ))
             acc32 = self.accuracy(f"feats_{_ident(model)}")
             acc8 = self.accuracy(f"feats_{_ident(qname)}")
             self.rows.append(Row(
                 "P3", f"CMU left/right test accuracy, {model} features (logistic regression)",
                 f"float32 {acc32:.3f}, int8 {acc8:.3f}",
             ))
+
+    def noise_sensitivity(self, model: str, every: int = 4, snr_db: float = 40.0) -> np.ndarray:
+        """Cosine similarity of the float32 model's features of every ``every``-th face to those of
+        the same tensor plus seeded Gaussian noise ``snr_db`` below the tensors' RMS. A network
+        that amplifies small input perturbations (deep random ones do) also amplifies int8
+        rounding: this row says how much of the int8 gap is the network's, not the quantizer's."""
+        from imgfeat.quantize import cosine_similarity
+
+        tensors = self.tensors(model)[::every]
+        session = raw_session(self.model_bytes(model), self.cfg.threads)
+        name = session.get_inputs()[0].name
+        rms = float(np.sqrt(np.mean(np.square(tensors, dtype=np.float64))))
+        noise = np.random.default_rng(0).standard_normal(tensors.shape, dtype=np.float32)
+        noisy = tensors + noise * np.float32(rms * 10 ** (-snr_db / 20))
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.concatenate([session.run(None, {name: x[i : i + self.cfg.batch]})[0]
+                                   for i in range(0, len(x), self.cfg.batch)]).reshape(len(x), -1)
+
+        return cosine_similarity(run(tensors), run(noisy))
 
     def accuracy(self, features_table: str) -> float:
         """Train ``imgfeat.train_logistic_regression`` on the training split, ``imgfeat.evaluate`` on the test split."""

@@ -12,12 +12,27 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+def test_ratio_text_truncates() -> None:
+    from bench.report import ratio_text
+
+    assert ratio_text(0.9479) == "0.94x"  # a miss of 0.95 never prints as 0.95
+    assert ratio_text(0.95) == "0.95x"
+    assert ratio_text(3.0) == "3.00x"
+    assert ratio_text(2.999) == "2.99x"
+
+
 @pytest.mark.slow
-def test_quick_bench_prints_every_target(server_dsn: str, cmu_faces: Path) -> None:
+def test_quick_bench_prints_every_target(server_dsn: str, cmu_faces: Path, tmp_path: Path) -> None:
+    """With ``--weights``: resnet18 built from a state dict file (seed 1), as a user with
+    pre-trained weights would run it."""
+    from imgfeat import zoo
+
+    weights = tmp_path / "resnet18.safetensors"
+    zoo.save_state_dict(zoo.synthetic_state_dict("resnet18", seed=1), weights)
     env = dict(os.environ, IMGFEAT_CMU_FACES=str(cmu_faces))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plpython"), str(REPO / "loader"), str(REPO), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--dsn", server_dsn],
+        [sys.executable, "-m", "bench", "--quick", "--dsn", server_dsn, "--weights", f"resnet18={weights}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -27,7 +42,8 @@ def test_quick_bench_prints_every_target(server_dsn: str, cmu_faces: Path) -> No
         assert target in targets, proc.stdout
     text = "\n".join(table)
     assert "time breakdown" in text and "decode" in text and "inference" in text and "database" in text
-    assert "cosine" in text and "accuracy" in text
+    assert "cosine" in text and "accuracy" in text and "yardstick" in text
+    assert f"Weights: resnet18 from {weights}" in proc.stdout
     assert "workers launched [2]" in text  # the parallel plan really ran two workers
     assert "VmRSS" in text
     # every ratio and verdict cell is filled where a goal exists

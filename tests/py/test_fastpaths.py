@@ -3,6 +3,8 @@
 * Netpbm images that Pillow decodes in pure Python (plain P2/P3, binary P5/P6 with maxval
   below 255) are decoded with numpy: same pixels, same errors (by falling back to Pillow).
 * 8-bit gray images are resampled as one band: same tensor as through RGB.
+* Normalisation is elementwise float32 arithmetic in torchvision's order (divide by 255,
+  subtract the mean, divide by the std): every one of the 256 values, gray or RGB.
 * Features are written as '%.9g' texts: PostgreSQL's float4in reads back the same float32.
 """
 
@@ -106,6 +108,23 @@ def test_gray_resampled_as_one_band_equals_rgb(spec: Preprocessing) -> None:
     rng = np.random.default_rng(7)
     gray = Image.fromarray(rng.integers(0, 256, (120, 128), dtype=np.uint8))
     np.testing.assert_array_equal(im.preprocess(gray, spec), im.preprocess(gray.convert("RGB"), spec))
+
+
+@pytest.mark.parametrize("spec", SPECS[:2], ids=["resnet", "caffe"])
+@pytest.mark.parametrize("gray", [True, False], ids=["gray", "rgb"])
+def test_normalisation_is_torchvision_float32_order(spec: Preprocessing, gray: bool) -> None:
+    """All 256 values in a 16x16 image, taken as is (aniso at the model's own size)."""
+    spec = spec.replace(resize="aniso", width=16, height=16)
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    pixels = values if gray else np.stack([values, values[::-1], values.T], axis=2)
+    got = im.preprocess(Image.fromarray(pixels), spec)
+    rgb = np.broadcast_to(values[:, :, None], (16, 16, 3)) if gray else pixels
+    bands = (0, 1, 2) if spec.channel_order == "RGB" else (2, 1, 0)
+    for c in range(3):
+        x = rgb[:, :, bands[c]].astype(np.float32) / np.float32(spec.scale)
+        want = (x - np.float32(spec.mean[c])) / np.float32(spec.std[c])
+        assert want.dtype == np.float32
+        np.testing.assert_array_equal(got[c], want)
 
 
 def test_cmu_faces_tensors_equal_the_pillow_path(face_files: list[Path]) -> None:
