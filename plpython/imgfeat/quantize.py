@@ -22,6 +22,13 @@ Choices and where they come from:
   ``quant_pre_process`` (ONNX shape inference and onnxruntime's basic graph optimisation,
   as onnxruntime's quantization examples do; symbolic shape inference, which needs sympy
   and serves transformer models, is skipped).
+
+Accuracy (``make bench``, CMU faces, synthetic weights): the int8 features' median cosine
+similarity to float32 is 0.9995 for resnet18 and 0.986 for resnet50. The synthetic resnet50 is
+as far off under 1 % Gaussian input noise (cosine 0.992): a deep network with random weights
+amplifies any perturbation, rounding included. Other calibration methods, more calibration
+images, QOperator, symmetric activations or float32 residual additions did not move it past
+0.988; measure pre-trained weights with ``python -m bench --weights resnet50=FILE``.
 """
 
 from __future__ import annotations

@@ -89,6 +89,26 @@ def _local_server(server_dsn: str) -> None:
         pytest.skip("SIGKILL needs the server on this machine (IMGFEAT_TEST_DSN points elsewhere)")
 
 
+def _wait_for_crash_recovery(killed_pid: int, dsns: list[str], timeout: float = 180.0) -> None:
+    """Wait until the postmaster has reaped ``killed_pid`` (it then refuses connections until
+    crash recovery ends; before that a connection can still slip in and be cut) and every DSN
+    connects again."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{killed_pid}").exists():  # a zombie until the postmaster reaps it
+        assert time.monotonic() < deadline, f"backend {killed_pid} was not reaped"
+        time.sleep(0.1)
+    for conninfo in dsns:
+        while True:
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    conn.execute("SELECT 1")
+                    break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+
 def test_sigkill_and_resume(dsn: str, server_dsn: str, analyst_dsn: str, faces_table: str, resnet18: str) -> None:
     """SIGKILL the backend mid-job: the cluster recovers; resuming gives one row per id, no partial arrays."""
     _local_server(server_dsn)
@@ -100,16 +120,7 @@ def test_sigkill_and_resume(dsn: str, server_dsn: str, analyst_dsn: str, faces_t
     os.kill(pid, signal.SIGKILL)
     thread.join(60)
     assert errors
-    deadline = time.monotonic() + 60
-    while True:  # crash recovery restarts every backend
-        try:
-            with psycopg.connect(dsn, autocommit=True) as su:
-                su.execute("SELECT 1")
-                break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    _wait_for_crash_recovery(pid, [dsn, analyst_dsn])
     with psycopg.connect(analyst_dsn, autocommit=True) as a:
         partial = a.execute("SELECT count(*) FROM faces_killed").fetchone()[0]  # type: ignore[index]
         assert 24 <= partial < 312
