@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .environment import BenchEnv, face_files, faces_dir
+from .environment import BenchEnv, BenchError, check_weights, face_files, faces_dir
 from .report import print_table
 from .targets import Bench, Config, say
 
@@ -42,9 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights: dict[str, Path] = {}
     for item in args.weights:
         arch, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
+        arch = arch.strip()
+        if not sep or not arch or not Path(path).is_file():
             parser.error(f"--weights wants ARCH=FILE with an existing file, not {item!r}")
-        weights[arch.strip()] = Path(path)
+        if arch in weights:
+            parser.error(f"--weights names {arch} twice")
+        weights[arch] = Path(path)
 
     root = faces_dir()
     files = face_files(root)
@@ -58,10 +61,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         cfg = Config(rounds=args.rounds or 3, long_rounds=args.rounds or 2)
     if set(weights) - set(cfg.models):
-        parser.error(f"--weights: this run measures {', '.join(cfg.models)}, not {', '.join(sorted(set(weights) - set(cfg.models)))}")
+        parser.error(f"--weights: {'a --quick run' if args.quick else 'this run'} measures {', '.join(cfg.models)}, "
+                     f"not {', '.join(sorted(set(weights) - set(cfg.models)))}")
     only = {t.strip().upper() for t in (args.only or ",".join(TARGETS)).split(",")}
-    if "P3" in only:
-        only.add("P1")  # P3 compares with P1's float32 runs
+    if only - set(TARGETS):
+        parser.error(f"--only: unknown target(s) {', '.join(sorted(only - set(TARGETS)))}; known: {', '.join(TARGETS)}")
+    try:
+        for arch, path in weights.items():
+            check_weights(arch, path)
+        return run(args, cfg, files, root, only, weights)
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, cfg: Config, files: list[Path], root: Path, only: set[str],
+        weights: dict[str, Path]) -> int:
+    """Measure the targets in ``only`` and print the table."""
+    if only & {"P3", "P6"}:
+        only.add("P1")  # P3 compares with P1's float32 runs; P6 is measured with P1
     import onnxruntime
 
     say(f"{len(files)} faces from {root}; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "

@@ -52,20 +52,59 @@ def backend_stat(pid: int) -> dict[str, float]:
     return stat
 
 
+class BenchError(Exception):
+    """A problem the user can fix (a bad ``--weights`` file): one line, no traceback."""
+
+
+def check_weights(arch: str, path: Path) -> None:
+    """Read a ``--weights`` file before any cluster starts: an ``.onnx`` file must parse, a
+    state dict (``.pth``, ``.safetensors``) must have ``arch``'s keys and shapes.
+
+    Raises:
+        BenchError: the file cannot serve as ``arch``, with the reason.
+    """
+    from imgfeat.errors import ImgfeatError
+
+    try:
+        if path.suffix.lower() == ".onnx":
+            import onnx
+
+            try:
+                onnx.checker.check_model(onnx.load_model_from_string(path.read_bytes()))
+            except Exception as e:  # protobuf DecodeError, onnx ValidationError
+                first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+                raise BenchError(f"--weights {arch}={path}: not a valid ONNX model ({first[:200]})") from None
+        else:
+            from imgfeat import zoo
+
+            zoo.load_state_dict(path, arch=arch)
+    except ImgfeatError as e:
+        raise BenchError(f"--weights {arch}={path}: {e.message}") from None
+
+
 def register(conn: psycopg.Connection[Any], arch: str, weights: Path | None) -> None:
     """Register ``arch`` under its own name: synthetic (seeded) weights, or a file: ``.onnx``
     (cut at the feature layer by the server) or a torchvision state dict (``.pth``,
-    ``.safetensors``)."""
+    ``.safetensors``).
+
+    Raises:
+        BenchError: the server refused the file (e.g. an ONNX model of another architecture).
+    """
     if weights is None:
         conn.execute("SELECT imgfeat.register_synthetic_model(%s)", (arch,))
-    elif weights.suffix == ".onnx":
-        from imgfeat_loader.models import add_onnx
+        return
+    try:
+        if weights.suffix.lower() == ".onnx":
+            from imgfeat_loader.models import add_onnx
 
-        add_onnx(conn, arch, weights.read_bytes(), architecture=arch, weights_origin="custom")
-    else:
-        from imgfeat_loader.models import add_weights
+            add_onnx(conn, arch, weights.read_bytes(), architecture=arch, weights_origin="custom")
+        else:
+            from imgfeat_loader.models import add_weights
 
-        add_weights(conn, arch, weights, arch, weights_origin="custom")
+            add_weights(conn, arch, weights, arch, weights_origin="custom")
+    except psycopg.Error as e:
+        message = e.diag.message_primary or str(e).splitlines()[0]
+        raise BenchError(f"--weights {arch}={weights}: the server refused it: {message[:300]}") from None
 
 
 @dataclass

@@ -81,6 +81,21 @@ def raw_session(model: bytes, intra: int, inter: int = 1) -> ort.InferenceSessio
     return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def raw_sessions(model: bytes, intra: int, inter: int = 1) -> list[ort.InferenceSession]:
+    """The two raw baselines: onnxruntime's default options (threads spin while waiting for
+    work) and imgfeat's own (no spinning, :data:`imgfeat.runtime.INTRA_OP_SPINNING`); each
+    round takes the faster, so that neither choice flatters the database side."""
+    from imgfeat.runtime import session_options
+
+    tuned = ort.InferenceSession(model, sess_options=session_options(intra, inter), providers=["CPUExecutionProvider"])
+    return [raw_session(model, intra, inter), tuned]
+
+
+def raw_best(sessions: list[ort.InferenceSession], tensors: np.ndarray, batch: int) -> Run:
+    """:func:`raw_run` with each session; the fastest run."""
+    return max((raw_run(s, tensors, batch) for s in sessions), key=lambda r: r.rate)
+
+
 def raw_run(session: ort.InferenceSession, tensors: np.ndarray, batch: int) -> Run:
     """Preprocessed float32 NCHW tensors already in memory, through ``session`` ``batch`` at a time."""
     name = session.get_inputs()[0].name

@@ -10,9 +10,8 @@ The per-image hot path is :func:`image_to_tensor` (and :func:`images_to_batch` f
    orientation (the mapping of :func:`PIL.ImageOps.exif_transpose`; corrupt EXIF is
    ignored, the pixels still decode).
 2. :func:`preprocess`: resize and crop/pad per the :class:`~imgfeat.spec.Preprocessing`
-   spec, then map each 8-bit value through a per-spec lookup table
-   ``(p / scale - mean[c]) / std[c]`` computed in float32, exactly as torchvision's
-   ``ToTensor`` + ``Normalize`` do.
+   spec, then normalise each 8-bit value, ``(p / scale - mean[c]) / std[c]`` in float32,
+   in the order torchvision's ``ToTensor`` + ``Normalize`` compute it (bit-identical).
 
 Pixel-mode conventions (every mode becomes 8-bit RGB, nothing is clipped):
 

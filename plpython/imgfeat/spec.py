@@ -15,6 +15,7 @@ Constants and where they come from:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -86,6 +87,17 @@ class Preprocessing:
             )
         if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
             raise InvalidParameterError("mean and std need three values each, std non-zero")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (self.scale, *self.mean, *self.std)):
+            raise InvalidParameterError(
+                f"scale, mean and std must be finite numbers, not scale={self.scale!r}, "
+                f"mean={list(self.mean)!r}, std={list(self.std)!r}"
+            )
+        if self.scale <= 0:
+            raise InvalidParameterError(f"scale must be positive (255 maps 0..255 to 0..1), not {self.scale!r}")
+        for name in ("pad_color", "background"):
+            color = getattr(self, name)
+            if len(color) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in color):
+                raise InvalidParameterError(f"{name} must be three integers 0..255, not {list(color)!r}")
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "Preprocessing":

@@ -21,6 +21,35 @@ def test_ratio_text_truncates() -> None:
     assert ratio_text(2.999) == "2.99x"
 
 
+def _bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(env or os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plpython"), str(REPO / "loader"), str(REPO), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_bad_weights_fail_in_one_line_before_any_cluster(tmp_path: Path) -> None:
+    """A damaged ONNX file, a state dict of another architecture, an unknown target: exit 2 with one
+    line naming the file and the reason, before a cluster is started (no --dsn, so none may be)."""
+    from imgfeat import zoo
+
+    onnx_file = tmp_path / "r18.ONNX"  # the suffix is matched case-insensitively
+    onnx_file.write_bytes(zoo.build_feature_extractor("resnet18", zoo.synthetic_state_dict("resnet18")).SerializeToString()[:100_000])
+    alexnet = tmp_path / "alexnet.safetensors"
+    zoo.save_state_dict(zoo.synthetic_state_dict("alexnet"), alexnet)
+    cases = [
+        (["--weights", f"resnet18={onnx_file}"], f"bench: --weights resnet18={onnx_file}: not a valid ONNX model"),
+        (["--weights", f"resnet18={alexnet}"], f"bench: --weights resnet18={alexnet}: "),
+        (["--weights", f"resnet50={alexnet}"], "a --quick run measures resnet18, not resnet50"),
+        (["--only", "P9"], "unknown target(s) P9"),
+    ]
+    for args, message in cases:
+        proc = _bench("--quick", *args)
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        assert message in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr and "[bench]" not in proc.stdout, proc.stderr  # nothing started
+
+
 @pytest.mark.slow
 def test_quick_bench_prints_every_target(server_dsn: str, cmu_faces: Path, tmp_path: Path) -> None:
     """With ``--weights``: resnet18 built from a state dict file (seed 1), as a user with

@@ -119,3 +119,23 @@ def test_preprocess_converts_non_rgb_input_with_spec_background() -> None:
                          background=(0, 128, 255))
     t = im.preprocess(rgba, spec)
     assert t[:, 0, 0].tolist() == [0, 128, 255] and (t == t[:, :1, :1]).all()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"scale": 0}, "scale must be positive"),
+        ({"scale": -255}, "scale must be positive"),
+        ({"scale": float("nan")}, "finite numbers"),
+        ({"std": [0.2, float("nan"), 0.2]}, "finite numbers"),
+        ({"mean": [0.5, float("inf"), 0.5]}, "finite numbers"),
+        ({"std": [0.2, 0, 0.2]}, "std non-zero"),
+        ({"pad_color": [1.5, 0, 0]}, "pad_color must be three integers 0..255"),
+        ({"background": [0, 0, 256]}, "background must be three integers 0..255"),
+        ({"pad_color": [0, 0]}, "pad_color must be three integers 0..255"),
+    ],
+)
+def test_spec_refuses_values_that_make_nan_or_truncate(changes: dict[str, object], message: str) -> None:
+    """A spec that would give inf/NaN tensors or silently truncate a colour is refused when it is made."""
+    with pytest.raises(InvalidParameterError, match=message):
+        Preprocessing.from_json({**Preprocessing().to_json(), **changes})

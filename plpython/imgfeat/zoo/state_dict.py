@@ -211,7 +211,13 @@ def _load_torch(path: str) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, zip errors, weights_only rejections
-        raise ModelError(f"cannot read torch file {path!r}: {e}") from e
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ModelError(
+            f"cannot read torch file {path!r} as tensors: damaged, not a torch file, or holding other objects",
+            detail=f"torch.load(weights_only=True): {first[:500]}",
+            hint="imgfeat never unpickles anything but tensors (weights_only=True); "
+            "save the weights with torch.save(model.state_dict(), path) or as .safetensors",
+        ) from e
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             inner = obj.get(key)
