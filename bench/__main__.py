@@ -9,7 +9,7 @@ created and dropped); default: a throwaway local cluster. ``--quick``: a smoke r
 48 faces, resnet18 only, one round) that prints every row in about a minute; its figures
 mean little. ``--weights resnet50=resnet50-0676ba61.pth``: measure a model built from a
 torchvision state dict (``.pth``, ``.safetensors``) or an ``.onnx`` file instead of the
-synthetic (seeded) weights, e.g. to check P3's int8 cosine on pre-trained weights. The full run takes about 6 minutes on 2 idle cores; each round first waits
+synthetic (seeded) weights, e.g. to check P3's int8 cosine on pre-trained weights. The full run takes about 8 minutes on 2 idle cores; each round first waits
 (up to a minute) for the machine to be idle, so it takes longer on a busy shared machine.
 """
 
