@@ -82,7 +82,7 @@ def raw_session(model: bytes, intra: int, inter: int = 1) -> ort.InferenceSessio
 
 
 def raw_sessions(model: bytes, intra: int, inter: int = 1) -> list[ort.InferenceSession]:
-    """The two raw baselines: onnxruntime's default options (threads spin while waiting for
+    """The two raw baselines, in this order: onnxruntime's default options (threads spin while waiting for
     work) and imgfeat's own (no spinning, :data:`imgfeat.runtime.INTRA_OP_SPINNING`); each
     round takes the faster, so that neither choice flatters the database side."""
     from imgfeat.runtime import session_options

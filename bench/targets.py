@@ -118,8 +118,8 @@ class Bench:
             goal = 0.95 if model == cfg.large and cfg.large == "resnet50" else 0.9
             with_client = model == cfg.large
             say(f"P1{' + P6' if with_client else ''}: {model}, batch {cfg.batch}, {cfg.threads} threads, {cfg.rounds} rounds")
-            session = raw_session(self.model_bytes(model), cfg.threads)
             baselines = raw_sessions(self.model_bytes(model), cfg.threads)
+            session = baselines[0]  # onnxruntime's defaults: what the client script's author would create
             tensors = self.tensors(model)
             raw: list[Run] = []
             db: list[Run] = []
