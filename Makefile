@@ -31,10 +31,16 @@ PRELUDE = sql/src/parallel_prelude.py.in
 assemble = sed -e '/^@PARALLEL_PRELUDE@$$/{r $(PRELUDE)' -e 'd;}' $(1) \
 	| sed -e 's|@IMGFEAT_LIB_DIR@|$(IMGFEAT_LIB_DIR)|g' -e 's|@EXTVERSION@|$(EXTVERSION)|g'
 
-sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) $(PRELUDE) $(EXTENSION).control Makefile
+# The library directory is written into the scripts: rebuild them when it changes.
+LIBDIR_STAMP = build/libdir-$(subst /,_,$(IMGFEAT_LIB_DIR)).stamp
+$(LIBDIR_STAMP):
+	@mkdir -p build && rm -f build/libdir-*.stamp && touch $@
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) $(PRELUDE) $(EXTENSION).control Makefile $(LIBDIR_STAMP)
 	$(call assemble,$(SQL_SOURCES)) > $@
 
-sql/%.sql: sql/releases/%.sql.in $(PRELUDE) $(EXTENSION).control Makefile
+# Frozen releases have the prelude and their version inlined; only the library directory is substituted.
+sql/%.sql: sql/releases/%.sql.in $(PRELUDE) $(EXTENSION).control Makefile $(LIBDIR_STAMP)
 	$(call assemble,$<) > $@
 
 LIBDEST = $(DESTDIR)$(IMGFEAT_LIB_DIR)/$(EXTVERSION)

@@ -6,4 +6,4 @@ and testable outside PostgreSQL; the entry points used by PL/Python take ``plpy`
 argument (see :mod:`imgfeat.server`).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
