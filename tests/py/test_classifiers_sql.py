@@ -409,12 +409,15 @@ def test_catalog_entries(conn: psycopg.Connection[Any]) -> None:
     assert "C = 1 / (l1_weight + l2_weight)" in dict(comments)["train_logistic_regression"]
     assert conn.execute("SELECT obj_description('imgfeat.classifiers'::regclass, 'pg_class') IS NOT NULL").fetchone() == (True,)
     labels = conn.execute(
-        "SELECT proname, provolatile, proparallel, prosecdef FROM pg_proc WHERE pronamespace = 'imgfeat'::regnamespace "
-        "AND proname IN ('predict', 'predict_proba', '_classify', 'predict_table', 'evaluate') ORDER BY proname"
+        "SELECT pronamespace::regnamespace::text || '.' || proname, provolatile, proparallel, prosecdef FROM pg_proc "
+        "WHERE pronamespace IN ('imgfeat'::regnamespace, 'imgfeat_internal'::regnamespace) "
+        "AND proname IN ('predict', 'predict_proba', 'classify', 'predict_table', 'evaluate') ORDER BY 1"
     ).fetchall()
+    # predict and predict_proba are the only callers of the internal classify (SECURITY DEFINER)
     assert labels == [
-        ("_classify", "s", "s", False), ("evaluate", "s", "u", False), ("predict", "s", "s", False),
-        ("predict_proba", "s", "s", False), ("predict_table", "s", "u", False),
+        ("imgfeat.evaluate", "s", "u", False), ("imgfeat.predict", "s", "s", True),
+        ("imgfeat.predict_proba", "s", "s", True), ("imgfeat.predict_table", "s", "u", False),
+        ("imgfeat_internal.classify", "s", "s", False),
     ]
 
 
