@@ -63,7 +63,7 @@ def check_weights(arch: str, path: Path) -> None:
     Raises:
         BenchError: the file cannot serve as ``arch``, with the reason.
     """
-    from imgfeat.errors import ImgfeatError
+    from imgfeat.core.errors import ImgfeatError
 
     try:
         if path.suffix.lower() == ".onnx":
@@ -75,7 +75,7 @@ def check_weights(arch: str, path: Path) -> None:
                 first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
                 raise BenchError(f"--weights {arch}={path}: not a valid ONNX model ({first[:200]})") from None
         else:
-            from imgfeat import zoo
+            from imgfeat.core import zoo
 
             zoo.load_state_dict(path, arch=arch)
     except ImgfeatError as e:

@@ -85,7 +85,7 @@ def raw_sessions(model: bytes, intra: int, inter: int = 1) -> list[ort.Inference
     """The two raw baselines, in this order: onnxruntime's default options (threads spin while waiting for
     work) and imgfeat's own (no spinning, :data:`imgfeat.runtime.INTRA_OP_SPINNING`); each
     round takes the faster, so that neither choice flatters the database side."""
-    from imgfeat.runtime import session_options
+    from imgfeat.core.runtime import session_options
 
     tuned = ort.InferenceSession(model, sess_options=session_options(intra, inter), providers=["CPUExecutionProvider"])
     return [raw_session(model, intra, inter), tuned]
@@ -154,7 +154,7 @@ def client_script(env: BenchEnv, session: ort.InferenceSession, spec: Any, batch
     in the client (imgfeat's own Pillow code, the same as the server's), run onnxruntime
     in the client, COPY the features back. ``session`` is created beforehand (the database
     side's session is warm too)."""
-    from imgfeat.image import images_to_batch
+    from imgfeat.core.image import images_to_batch
 
     name = session.get_inputs()[0].name
     cpu, start = time.process_time(), time.perf_counter()

@@ -89,7 +89,7 @@ class Bench:
         self._bytes: dict[str, bytes] = {}
 
     def spec(self, model: str) -> Any:
-        from imgfeat.zoo import ARCHITECTURES
+        from imgfeat.core.zoo import ARCHITECTURES
 
         return ARCHITECTURES[model].preprocessing
 
@@ -98,7 +98,7 @@ class Bench:
         spec = self.spec(model)
         key = repr(spec)
         if key not in self._tensors:
-            from imgfeat.image import images_to_batch
+            from imgfeat.core.image import images_to_batch
 
             batch, good, bad = images_to_batch([b for _, b in self.env.images()], spec)
             assert not bad and len(good) == len(self.env.files), bad
@@ -221,7 +221,7 @@ class Bench:
             f32 = self.env.features(f"feats_{_ident(model)}")
             i8 = self.env.features(f"feats_{_ident(qname)}")
             ids = sorted(set(f32) & set(i8))
-            from imgfeat.quantize import cosine_similarity
+            from imgfeat.core.quantize import cosine_similarity
 
             cos = cosine_similarity(np.stack([f32[i] for i in ids]), np.stack([i8[i] for i in ids]))
             median = float(np.median(cos))
@@ -248,7 +248,7 @@ class Bench:
         the same tensor plus seeded Gaussian noise ``snr_db`` below the tensors' RMS. A network
         that amplifies small input perturbations (deep random ones do) also amplifies int8
         rounding: this row says how much of the int8 gap is the network's, not the quantizer's."""
-        from imgfeat.quantize import cosine_similarity
+        from imgfeat.core.quantize import cosine_similarity
 
         tensors = self.tensors(model)[::every]
         session = raw_session(self.model_bytes(model), self.cfg.threads)

@@ -77,7 +77,7 @@ def bake_synthetic(architectures: list[str], out: Path) -> list[dict[str, Any]]:
     """
     import onnx
 
-    from imgfeat import zoo
+    from imgfeat.core import zoo
 
     entries = []
     for arch in architectures:
@@ -113,9 +113,9 @@ def bake_user(user_dir: Path, out: Path) -> list[dict[str, Any]]:
         BakeError: a malformed entry, a missing file, an invalid name, preprocessing spec or
             ONNX model (imgfeat's own checks, as ``imgfeat.register_model`` will run them).
     """
-    from imgfeat.errors import ImgfeatError
-    from imgfeat.onnx_import import prepare_feature_extractor
-    from imgfeat.spec import Preprocessing
+    from imgfeat.core.errors import ImgfeatError
+    from imgfeat.core.onnx_import import prepare_feature_extractor
+    from imgfeat.core.spec import Preprocessing
 
     entries = []
     for spec in _user_specs(user_dir):

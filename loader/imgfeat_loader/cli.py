@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from imgfeat.errors import ImgfeatError
+    from imgfeat.core.errors import ImgfeatError
 
     args = build_parser().parse_args(argv)
     needs_db = getattr(args, "needs_db", lambda a: True)(args)

@@ -20,7 +20,7 @@ from typing import Any
 
 from .download import cache_dir
 from .download import download as download_file
-from .load import Column, LoadError, LoadReport, Rejected, load_files
+from .load import ExtraColumn, LoadError, LoadReport, Rejected, load_files
 
 CMU_FACES_URL = "https://archive.ics.uci.edu/static/public/124/cmu+face+images.zip"
 """The UCI repository's archive (dataset page https://archive.ics.uci.edu/dataset/124/cmu+face+images).
@@ -42,14 +42,14 @@ _NAME = re.compile(
 )
 
 CMU_COLUMNS = (
-    Column("userid", "text NOT NULL", "text"),
-    Column("pose", "text NOT NULL", "text"),
-    Column("expression", "text NOT NULL", "text"),
-    Column("eyes", "text NOT NULL", "text"),
-    Column("scale", "smallint NOT NULL", "int2"),
-    Column("is_bad", "boolean NOT NULL", "bool"),
-    Column("label", "text NOT NULL", "text"),
-    Column("split", "text", "text"),
+    ExtraColumn("userid", "text NOT NULL", "text"),
+    ExtraColumn("pose", "text NOT NULL", "text"),
+    ExtraColumn("expression", "text NOT NULL", "text"),
+    ExtraColumn("eyes", "text NOT NULL", "text"),
+    ExtraColumn("scale", "smallint NOT NULL", "int2"),
+    ExtraColumn("is_bad", "boolean NOT NULL", "bool"),
+    ExtraColumn("label", "text NOT NULL", "text"),
+    ExtraColumn("split", "text", "text"),
 )
 """The CMU table's columns after the loader's own (see :mod:`imgfeat_loader.load`)."""
 

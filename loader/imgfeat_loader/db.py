@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
 
 
 def resolve_dsn(dsn: Any = None) -> str:
@@ -32,3 +35,41 @@ def _from_sqlalchemy_url(url: Any) -> str:
 def connect(dsn: Any = None, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A psycopg 3 connection (autocommit by default: procedures that commit need it)."""
     return psycopg.connect(resolve_dsn(dsn), autocommit=autocommit)
+
+
+class PsycopgDatabase:
+    """:class:`imgfeat.db.catalog.Database` over a psycopg connection, so that the client (the
+    Spark driver) reads the catalog and creates features tables with the backend's own code."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    @staticmethod
+    def _query(query: str, params: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
+        """``$n`` parameters as psycopg's ``%(pn)s`` (and literal ``%`` doubled)."""
+        text = re.sub(r"\$(\d+)", r"%(p\1)s", query.replace("%", "%%"))
+        return text, {f"p{i}": None if p is None else str(p) for i, p in enumerate(params, 1)}
+
+    def rows(self, query: str, *params: Any) -> list[dict[str, Any]]:
+        text, values = self._query(query, params)
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(text, values)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def quote_ident(self, name: str) -> str:
+        return sql.Identifier(name).as_string(self.conn)
+
+    def create(self, ddl: str) -> bool:
+        try:
+            with self.conn.transaction():
+                self.conn.execute(ddl)  # type: ignore[arg-type]
+        except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+            return False
+        return True
+
+    def parse_ident(self, text: str) -> list[str] | None:
+        try:
+            with self.conn.transaction():
+                return list(self.rows("SELECT pg_catalog.parse_ident($1) AS p", text)[0]["p"])
+        except psycopg.errors.InvalidParameterValue:
+            return None

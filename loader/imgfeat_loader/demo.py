@@ -80,7 +80,7 @@ def default_faces_dir() -> Path | None:
 
 def ensure_resnet18(conn: psycopg.Connection[Any], *, allow_download: bool = True) -> str:
     """Register resnet18 (ImageNet weights if obtainable, else synthetic); returns its weights origin."""
-    from imgfeat.zoo import catalog
+    from imgfeat.core.zoo import catalog
 
     from .download import DownloadError, cache_dir, download_model
 

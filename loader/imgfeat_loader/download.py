@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from imgfeat.zoo.catalog import sha256_file
+from imgfeat.core.zoo.catalog import sha256_file
 
 if TYPE_CHECKING:
-    from imgfeat.zoo.catalog import CatalogEntry
+    from imgfeat.core.zoo.catalog import CatalogEntry
 
 CHUNK = 1 << 16
 """Bytes read per ``read()`` call (64 KiB)."""
@@ -281,7 +281,7 @@ def download_model(
         DownloadError, ChecksumError: see :func:`download`.
         psycopg.Error: registration failed in the database.
     """
-    from imgfeat.zoo import catalog
+    from imgfeat.core.zoo import catalog
 
     entry = catalog.get(name) if isinstance(name, str) else name
     src = url or entry.url
@@ -311,7 +311,7 @@ def _register(dsn_or_conn: Any, entry: CatalogEntry, path: Path, model_name: str
     if entry.format == "onnx":
         payload = path.read_bytes()
     else:
-        from imgfeat import zoo
+        from imgfeat.core import zoo
 
         payload = zoo.build_feature_extractor(entry.arch, zoo.load_state_dict(path)).SerializeToString()
     if isinstance(dsn_or_conn, psycopg.Connection):

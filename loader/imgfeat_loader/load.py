@@ -131,7 +131,7 @@ class LoadReport:
 
 
 @dataclass(frozen=True)
-class Column:
+class ExtraColumn:
     """An extra column of a loader's table: name, SQL type (DDL), and the COPY type name."""
 
     name: str
@@ -185,7 +185,7 @@ def ensure_table(
     table: sql.Identifier,
     *,
     image_type: str = "bytea",
-    extra: Sequence[Column] = (),
+    extra: Sequence[ExtraColumn] = (),
     comment: str | None = None,
 ) -> None:
     """Create ``table`` if missing (see the module docstring for its columns, ``extra`` ones
@@ -289,7 +289,7 @@ def load_files(
     max_bytes: int = DEFAULT_MAX_BYTES,
     progress: bool = True,
     key: Callable[[Path], str] | None = None,
-    extra: Sequence[Column] = (),
+    extra: Sequence[ExtraColumn] = (),
     extra_values: Callable[[Path], tuple[Any, ...]] | None = None,
     comment: str | None = None,
 ) -> LoadReport:

@@ -71,7 +71,7 @@ def add_weights(
     conn: psycopg.Connection[Any], name: str, weights: Path, arch: str, *, weights_origin: str = "imagenet", replace: bool = False
 ) -> dict[str, Any]:
     """Build ``arch`` from a torchvision/timm state dict file (safetensors, or .pth with torch) and register it."""
-    from imgfeat import zoo
+    from imgfeat.core import zoo
 
     proto = zoo.build_feature_extractor(arch, zoo.load_state_dict(weights))
     return add_onnx(conn, name, proto.SerializeToString(), architecture=arch, weights_origin=weights_origin, replace=replace)

@@ -41,9 +41,10 @@ from urllib.parse import quote, unquote, urlsplit
 import psycopg
 from psycopg import sql
 
-from imgfeat.errors import ImgfeatError, InvalidParameterError, ModelNotFoundError
-from imgfeat.image import DEFAULT_MAX_PIXELS
-from imgfeat.registry import ModelInfo
+from imgfeat.core.errors import ImgfeatError, InvalidParameterError, ModelNotFoundError
+from imgfeat.core.image import DEFAULT_MAX_PIXELS
+from imgfeat.core.model_info import ROW_COLUMNS, ModelInfo
+from imgfeat.db import catalog
 
 from . import db
 from .spark_job import (
@@ -68,12 +69,6 @@ INTEGER_TYPES = ("smallint", "integer", "bigint")
 PARTITIONS_PER_CORE = 4
 """Default partitions per executor core: small enough tasks to balance load and to lose
 little work on an interruption, large enough to amortise a connection per partition."""
-
-_MODEL_COLUMNS = (
-    "name, architecture, input_width, input_height, feature_dim, preprocessing::text AS preprocessing, "
-    "weights_origin, input_name, output_name, fixed_batch, sha256, size_bytes"
-)
-
 
 # --------------------------------------------------------------------------- session
 
@@ -157,7 +152,7 @@ def fetch_model(conn: psycopg.Connection[Any], name: str) -> tuple[ModelInfo, by
         ModelError: the stored bytes do not match the registered size and sha256.
     """
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        row = cur.execute(f"SELECT {_MODEL_COLUMNS} FROM imgfeat.models WHERE name = %s", (name,)).fetchone()
+        row = cur.execute(f"SELECT {ROW_COLUMNS} FROM imgfeat.models WHERE name = %s", (name,)).fetchone()
     if row is None:
         names = [r[0] for r in conn.execute("SELECT name FROM imgfeat.models ORDER BY name").fetchall()]
         raise ModelNotFoundError(
@@ -208,89 +203,37 @@ class SourceTable:
 
 
 def source_table(conn: psycopg.Connection[Any], table: str, id_column: str, image_column: str) -> SourceTable:
-    """Resolve ``table`` (regclass syntax) and check its columns.
+    """Resolve ``table`` (regclass syntax) and check its columns (:mod:`imgfeat.db.catalog`, as
+    ``CALL imgfeat.featurize`` does).
 
     Raises:
         InvalidParameterError: missing column, or an image column that is not bytea.
         psycopg.errors.UndefinedTable: no such table.
     """
-    row = conn.execute(
-        "SELECT c.oid::int8, format('%%I.%%I', n.nspname, c.relname) FROM pg_catalog.pg_class c "
-        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s::regclass",
-        (table,),
-    ).fetchone()
-    assert row is not None
-    oid, quoted = row
-    cols = dict(
-        conn.execute(
-            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute "
-            "WHERE attrelid = %s::oid AND attnum > 0 AND NOT attisdropped",
-            (oid,),
-        ).fetchall()
-    )
-    for name, role in ((id_column, "id"), (image_column, "image")):
-        if name not in cols:
-            raise InvalidParameterError(f"{role} column {name!r} does not exist in {quoted}", detail=f"columns: {', '.join(cols)}")
-    if cols[image_column] != "bytea":
+    rel = catalog.relation(db.PsycopgDatabase(conn), table)
+    id_col = rel.column(id_column, "id")
+    img_col, from_paths = catalog.image_column(rel, image_column)
+    if from_paths:
         raise InvalidParameterError(
-            f"image column {image_column!r} is {cols[image_column]}; featurize_spark reads bytea columns",
+            f"image column {image_column!r} is {img_col.type}; featurize_spark reads bytea columns",
             hint="For image files, pass files=GLOB (paths readable by every executor) instead of a table.",
         )
-    return SourceTable(oid, quoted, sql.Identifier(id_column).as_string(conn),
-                       sql.Identifier(image_column).as_string(conn), cols[id_column])
+    catalog.check_id_column(rel, id_col)
+    return SourceTable(rel.oid, rel.quoted, id_col.quoted, img_col.quoted, id_col.type)
 
 
 def prepare_target(conn: psycopg.Connection[Any], target: str, id_type: str) -> str:
-    """Create ``target`` if missing in the layout of ``CALL imgfeat.featurize``; returns its quoted name.
-
-    ``target`` is parsed with ``parse_ident`` (``table`` or ``schema.table``, quoted parts
-    allowed; unqualified names go to the current schema).
+    """The features table ``target`` in the layout of ``CALL imgfeat.featurize``, created if
+    missing, else checked (:func:`imgfeat.db.catalog.target_table`); returns its quoted name.
 
     Raises:
         InvalidParameterError: an existing table without the columns or the unique index on
-            (id, model_name), or a name with more than two parts.
+            (id, model_name), or not a table name.
     """
-    parts = conn.execute("SELECT pg_catalog.parse_ident(%s)", (target,)).fetchone()[0]  # type: ignore[index]
-    if len(parts) == 1:
-        schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
-        if schema is None:
-            raise InvalidParameterError("no schema to create the target table in: qualify it as schema.table")
-        parts = [schema, parts[0]]
-    if len(parts) != 2:
-        raise InvalidParameterError(f"target {target!r} must be table or schema.table")
-    quoted = sql.SQL(".").join(map(sql.Identifier, parts)).as_string(conn)
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {quoted} (id {id_type} NOT NULL, model_name text NOT NULL, "
-        "features real[] NOT NULL, featurized_at timestamptz NOT NULL DEFAULT pg_catalog.now(), "
-        "PRIMARY KEY (id, model_name))"
-    )
+    rel = catalog.target_table(db.PsycopgDatabase(conn), target, id_type)
     if not conn.autocommit:
         conn.commit()
-    cols = dict(
-        conn.execute(
-            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute "
-            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-            (quoted,),
-        ).fetchall()
-    )
-    for name, typ in (("id", None), ("model_name", "text"), ("features", "real[]")):
-        if name not in cols or (typ is not None and cols[name] != typ):
-            raise InvalidParameterError(
-                f"target table {quoted} exists but lacks column {name}" + (f" {typ}" if typ else ""),
-                hint="Use a new target name, or a table with columns id, model_name text, features real[].",
-            )
-    unique = conn.execute(
-        "SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = %s::regclass AND i.indisunique "
-        "AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_attribute a "
-        "WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) = ARRAY['id', 'model_name']",
-        (quoted,),
-    ).fetchone()
-    if unique is None:
-        raise InvalidParameterError(
-            f"target table {quoted} needs a unique index on (id, model_name)",
-            hint=f"CREATE UNIQUE INDEX ON {quoted} (id, model_name);",
-        )
-    return quoted
+    return rel.quoted
 
 
 def file_id(path: str) -> str:
@@ -534,7 +477,7 @@ def _write_parquet(
     except Exception as exc:  # a task raised: surface the imgfeat error it carries, if any
         found = re.search(r"imgfeat\.errors\.(\w+): (.+)", str(exc))
         if found:
-            from imgfeat import errors
+            from imgfeat.core import errors
 
             cls = getattr(errors, found.group(1), None)
             if isinstance(cls, type) and issubclass(cls, ImgfeatError):

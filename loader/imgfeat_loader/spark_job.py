@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from imgfeat.errors import ImageDecodeError, ImgfeatError, ModelError
-from imgfeat.image import DEFAULT_MAX_PIXELS
-from imgfeat.registry import ModelInfo
+from imgfeat.core.errors import ImageDecodeError, ImgfeatError, ModelError
+from imgfeat.core.image import DEFAULT_MAX_PIXELS
+from imgfeat.core.model_info import ModelInfo, check_model_bytes
 
 ON_ERROR = ("raise", "skip")
 MAX_BATCH = 4096
@@ -81,7 +81,7 @@ class JobSpec:
     intra_op_threads: int = 1
 
     def __post_init__(self) -> None:
-        from imgfeat.errors import InvalidParameterError
+        from imgfeat.core.errors import InvalidParameterError
 
         if self.on_error not in ON_ERROR:
             raise InvalidParameterError(f"on_error must be 'raise' or 'skip', not {self.on_error!r}")
@@ -125,21 +125,14 @@ class PartitionSummary:
 
 
 def verify_model_bytes(info: ModelInfo, data: bytes | None) -> bytes:
-    """``data`` if its size and sha256 match the registry row, else raise ModelError.
+    """``data`` if they are the registered model's bytes (size and sha256), else raise ModelError.
 
     Raises:
         ModelError: bytes missing (no chunks), of another size or another sha256.
     """
     if data is None:
         raise ModelError(f"model {info.name!r} has no stored bytes (imgfeat.model_onnx returned NULL)")
-    digest = hashlib.sha256(data).hexdigest()
-    if len(data) != info.size_bytes or digest != info.sha256:
-        raise ModelError(
-            f"model {info.name!r}: stored bytes do not match the registered sha256",
-            detail=f"expected {info.size_bytes} bytes with sha256 {info.sha256}, "
-            f"read {len(data)} bytes with sha256 {digest}",
-            hint="Register the model again (imgfeat.register_model(..., replace => true)).",
-        )
+    check_model_bytes(info, len(data), hashlib.sha256(data).hexdigest())
     return data
 
 
@@ -149,7 +142,7 @@ def model_for(spec: JobSpec, model_bytes: Any) -> Any:
     ``model_bytes`` is the ONNX bytes or a zero-argument callable returning them (a Spark
     broadcast's ``.value``, read only on a cache miss).
     """
-    from imgfeat import runtime
+    from imgfeat.core import runtime
 
     info = spec.info
     cached = _MODELS.get(info.sha256)
@@ -159,18 +152,11 @@ def model_for(spec: JobSpec, model_bytes: Any) -> Any:
     session = runtime.create_session(data, spec.intra_op_threads, 1)
     model = runtime.LoadedModel(
         name=info.name, sha256=info.sha256, session=session, input_name=info.input_name,
-        output_name=info.output_name, fixed_batch=info.fixed_batch, load_seconds=0.0, meta={"info": info},
+        output_name=info.output_name, fixed_batch=info.fixed_batch,
     )
     _MODELS.clear()  # one model per worker at a time: a job ships one model
     _MODELS[info.sha256] = model
     return model
-
-
-def error_class(err: ImgfeatError) -> str:
-    """snake_case of the error's class name, e.g. ImageDecodeError -> image_decode_error
-    (the ``error_class`` column of imgfeat.featurize_errors)."""
-    name = type(err).__name__
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
 def featurize_batch(
@@ -184,7 +170,7 @@ def featurize_batch(
     Raises:
         ModelError: the model's output width differs from the registered feature_dim.
     """
-    from imgfeat.image import images_to_batch
+    from imgfeat.core.image import images_to_batch
 
     info = spec.info
     failures: list[Failure] = []
@@ -194,7 +180,7 @@ def featurize_batch(
             failures.append(Failure(ids[i], "image_decode_error", "image is NULL"))
     batch, ok, bad = images_to_batch([payloads[i] for i in present], info.preprocessing, max_pixels=spec.max_pixels)
     for i, err in bad:
-        failures.append(Failure(ids[present[i]], error_class(err), err.message, err.detail, err.hint))
+        failures.append(Failure(ids[present[i]], err.error_class, err.message, err.detail, err.hint))
     good_ids = [ids[present[i]] for i in ok]
     if not good_ids:
         return [], np.empty((0, info.feature_dim), dtype=np.float32), failures
@@ -345,7 +331,7 @@ def feature_rows(
 
 def failure_error(f: Failure) -> ImgfeatError:
     """The ImgfeatError (of the failure's class) that ``on_error='raise'`` raises for ``f``."""
-    from imgfeat import errors
+    from imgfeat.core import errors
 
     cls_name = "".join(part.capitalize() for part in f.error_class.split("_"))
     cls = getattr(errors, cls_name, ImageDecodeError)

@@ -1,9 +1,10 @@
 """imgfeat: the server-side library behind the ``imgfeat`` PostgreSQL extension.
 
-Image decoding and preprocessing (Pillow), ONNX feature extractors (numpy + onnx),
-onnxruntime sessions, and logistic-regression training. Everything here is importable
-and testable outside PostgreSQL; the entry points used by PL/Python take ``plpy`` as an
-argument (see :mod:`imgfeat.server`).
+Two layers: :mod:`imgfeat.core`, the pure library (image decoding and preprocessing with
+Pillow, ONNX feature extractors built with numpy + onnx, onnxruntime sessions,
+logistic-regression training), importable and testable outside PostgreSQL; and
+:mod:`imgfeat.db`, what runs in a backend, whose entry points take ``plpy`` as an argument
+(see :mod:`imgfeat.db.server`). Imports run one way: ``db`` uses ``core``, never the reverse.
 """
 
 __version__ = "0.3.0"

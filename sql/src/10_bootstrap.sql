@@ -35,7 +35,7 @@ path = os.path.realpath("@IMGFEAT_LIB_DIR@/" + version)
 if path not in sys.path:
     sys.path.insert(0, path)
 try:
-    import imgfeat.server as server
+    import imgfeat.db.server as server
 except ImportError as exc:
     plpy.error("imgfeat: cannot import the imgfeat library from @IMGFEAT_LIB_DIR@/%s: %s" % (version, exc),
                hint="Run `make install` on the database host (as root); see SELECT imgfeat.python_info() and the README's Troubleshooting.",
@@ -47,7 +47,7 @@ if server.__version__ != version:
 GD["imgfeat"] = server
 $$;
 COMMENT ON FUNCTION imgfeat_internal.bootstrap() IS
-'Internal. Puts @IMGFEAT_LIB_DIR@/<extension version> (fixed when the extension was installed; resolved once, so a reinstall never shows a backend half a library) on sys.path, checks that the library''s version equals the extension''s, and stores the imgfeat.server module in GD. No setting, argument or table chooses the directory.';
+'Internal. Puts @IMGFEAT_LIB_DIR@/<extension version> (fixed when the extension was installed; resolved once, so a reinstall never shows a backend half a library) on sys.path, checks that the library''s version equals the extension''s, and stores the imgfeat.db.server module in GD. No setting, argument or table chooses the directory.';
 
 CREATE FUNCTION imgfeat.python_info() RETURNS jsonb
 LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE

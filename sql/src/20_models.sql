@@ -46,8 +46,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
     plpy.execute("SELECT imgfeat_internal.bootstrap()")
-GD["imgfeat"].register_model(plpy, name, onnx, architecture, weights_origin, preprocessing, output_name, feature_dim, replace)
-return plpy.execute(plpy.prepare("SELECT * FROM imgfeat.models WHERE name = $1", ["text"]), [name])[0]
+return GD["imgfeat"].register_model(plpy, name, onnx, architecture, weights_origin, preprocessing, output_name, feature_dim, replace)
 $$;
 COMMENT ON FUNCTION imgfeat.register_model(text, bytea, text, text, jsonb, text, integer, boolean) IS
 'Registers an ONNX image model as a featurizer and returns its imgfeat.models row. onnx: the model file''s bytes (any ONNX image model with an NCHW float input). The graph is cut at its feature layer: output_name when given (a tensor name), else automatically at the input of the final classifier Gemm/MatMul; the output is flattened to [N, feature_dim]. architecture: resnet18 | resnet50 | resnet101 | alexnet gives that network''s preprocessing and feature_dim; else ''custom''. preprocessing: jsonb spec (default: torchvision ImageNet at the graph''s input size). feature_dim: checked against the graph when given. Errors: not ONNX, no image-shaped input, feature_dim contradicted, name taken without replace => true. The registry is unchanged on error.';
@@ -67,8 +66,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
     plpy.execute("SELECT imgfeat_internal.bootstrap()")
-GD["imgfeat"].register_model(plpy, name, int(onnx_large_object), architecture, weights_origin, preprocessing, output_name, feature_dim, replace)
-return plpy.execute(plpy.prepare("SELECT * FROM imgfeat.models WHERE name = $1", ["text"]), [name])[0]
+return GD["imgfeat"].register_model(plpy, name, int(onnx_large_object), architecture, weights_origin, preprocessing, output_name, feature_dim, replace)
 $$;
 COMMENT ON FUNCTION imgfeat.register_large_model(text, oid, text, text, jsonb, text, integer, boolean) IS
 'As imgfeat.register_model, for a model uploaded as a large object (lo_create + lo_put in chunks; the caller needs SELECT on it, and unlinks it afterwards): the bytes never travel as one bind parameter, so registering a model of hundreds of MB holds about twice its size in the backend instead of four times. The imgfeat CLI uses it for models over 32 MiB.';
@@ -104,8 +102,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
     plpy.execute("SELECT imgfeat_internal.bootstrap()")
-registered = GD["imgfeat"].register_synthetic_model(plpy, architecture, name, seed, replace)
-return plpy.execute(plpy.prepare("SELECT * FROM imgfeat.models WHERE name = $1", ["text"]), [registered])[0]
+return GD["imgfeat"].register_synthetic_model(plpy, architecture, name, seed, replace)
 $$;
 COMMENT ON FUNCTION imgfeat.register_synthetic_model(text, text, integer, boolean) IS
 'Builds architecture (resnet18 | resnet50 | resnet101 | alexnet: torchvision''s exact topology) with deterministic seeded SYNTHETIC weights (not pre-trained: for tests and offline demos only) and registers it under name (default: the architecture) with weights_origin = ''synthetic''. Featurizing with it raises a NOTICE once per session. Takes seconds (resnet18) to a minute (alexnet, resnet101).';

@@ -54,6 +54,7 @@ GRANT SELECT, INSERT, UPDATE ON imgfeat.featurize_jobs TO imgfeat_user;
 GRANT SELECT ON imgfeat.featurize_progress TO imgfeat_user;
 GRANT SELECT, INSERT, UPDATE, DELETE ON imgfeat.classifiers TO imgfeat_user;
 GRANT SELECT ON imgfeat.models, imgfeat.model_chunks, imgfeat.classifiers TO imgfeat_definer;
+GRANT SELECT ON imgfeat_internal.classifier_versions TO imgfeat_user, imgfeat_definer;
 
 -- Classifiers: everyone with imgfeat_user reads and uses every classifier; only its owner
 -- (or imgfeat_admin) replaces or deletes it, and trained_by is always the role that wrote it.

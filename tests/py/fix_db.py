@@ -51,11 +51,6 @@ def server_dsn(image_root: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def cluster_dsn(server_dsn: str) -> str:
-    return server_dsn
-
-
-@pytest.fixture(scope="session")
 def dsn(server_dsn: str) -> Iterator[str]:
     """Superuser DSN to a fresh database with ``CREATE EXTENSION imgfeat CASCADE`` done."""
     dbname = f"imgfeat_test_{uuid.uuid4().hex[:8]}"

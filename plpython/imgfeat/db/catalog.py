@@ -1,0 +1,251 @@
+"""What imgfeat reads from PostgreSQL's catalog, and the one layout of a features table.
+
+One reader of relations and their columns (:func:`relation`), the checks of an image column
+(:func:`image_column`) and an id column (:func:`check_id_column`), and the target table of a
+featurize job (:func:`target_table`: created if missing in the layout ``CALL imgfeat.featurize``
+writes, else checked). The same code serves a backend (through PL/Python's ``plpy``) and a
+client such as the Spark driver (through psycopg): both hand it a :class:`Database`.
+
+Queries here use ``$1``-style parameters, every one passed as text and cast in the SQL
+(``$1::pg_catalog.regclass``), so one text runs unchanged on both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..core.errors import InvalidParameterError
+
+
+class Database(Protocol):
+    """Where catalog queries run: a backend's SPI (:class:`PlpyDatabase`) or a client connection."""
+
+    def rows(self, query: str, *params: Any) -> list[dict[str, Any]]:
+        """The rows of ``query`` (``$n`` parameters, each passed as text or NULL) as dicts."""
+
+    def quote_ident(self, name: str) -> str:
+        """``name`` quoted as an SQL identifier where needed."""
+
+    def create(self, ddl: str) -> bool:
+        """Run a ``CREATE`` statement; False if the object exists already (created concurrently)."""
+
+    def parse_ident(self, text: str) -> list[str] | None:
+        """``pg_catalog.parse_ident(text)``: the parts of a qualified name, None if it is not one."""
+
+
+class PlpyDatabase:
+    """:class:`Database` over PL/Python's ``plpy``; plans are prepared once per query text."""
+
+    def __init__(self, plpy: Any) -> None:
+        self.plpy = plpy
+        self._prepared: dict[tuple[str, int], Any] = {}
+
+    def rows(self, query: str, *params: Any) -> list[dict[str, Any]]:
+        key = (query, len(params))
+        plan = self._prepared.get(key)
+        if plan is None:
+            plan = self._prepared[key] = self.plpy.prepare(query, ["pg_catalog.text"] * len(params))
+        return list(self.plpy.execute(plan, [None if p is None else str(p) for p in params]))
+
+    def quote_ident(self, name: str) -> str:
+        return str(self.plpy.quote_ident(name))
+
+    def create(self, ddl: str) -> bool:
+        try:
+            self.plpy.execute(ddl)
+        except self.plpy.SPIError as exc:
+            if getattr(exc, "sqlstate", None) in ALREADY_EXISTS:
+                return False
+            raise
+        return True
+
+    def parse_ident(self, text: str) -> list[str] | None:
+        try:  # each SPI call runs in a subtransaction: an error here leaves the transaction usable
+            return list(self.rows("SELECT pg_catalog.parse_ident($1) AS p", text)[0]["p"])
+        except self.plpy.SPIError:
+            return None
+
+
+ALREADY_EXISTS = ("42P07", "23505")
+"""duplicate_table, and unique_violation (a concurrent CREATE of the same table or its row type)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a relation, from the catalog."""
+
+    name: str
+    quoted: str
+    type: str
+    """``format_type``, e.g. ``real[]``, ``character varying(20)``."""
+    typname: str
+    """``pg_type.typname`` of the column's type, e.g. ``_float4``."""
+    element: str | None
+    """``typname`` of the element type for arrays, else ``None``."""
+    typtype: str
+    """``pg_type.typtype``: ``b`` base, ``d`` domain, ``e`` enum, ``c`` composite, ``r`` range, ..."""
+
+    @property
+    def is_enum(self) -> bool:
+        return self.typtype == "e"
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A table, view, materialized view or foreign table."""
+
+    oid: int
+    quoted: str
+    """Schema-qualified, quoted name (``format('%I.%I')``)."""
+    relkind: str
+    columns: dict[str, Column]
+
+    def column(self, name: str | None, role: str) -> Column:
+        """The column called ``name`` (exact, case-sensitive), or an error listing the columns.
+
+        Raises:
+            InvalidParameterError: NULL or no such column.
+        """
+        if name is None:
+            raise InvalidParameterError(f"{role}_column must not be NULL")
+        if name not in self.columns:
+            raise InvalidParameterError(
+                f"{role} column {name!r} does not exist in {self.quoted}",
+                detail=f"columns: {', '.join(self.columns)}",
+                hint="column names are case-sensitive and given unquoted, e.g. 'features'",
+            )
+        return self.columns[name]
+
+
+READABLE_RELKINDS = ("r", "p", "v", "m", "f")
+"""Tables, partitioned tables, views, materialized views and foreign tables."""
+
+
+def relation(db: Database, regclass_text: str | None) -> Relation:
+    """Look up ``regclass_text`` (a ``regclass``'s text, e.g. ``public.faces``): OID, quoted name, columns.
+
+    Raises:
+        InvalidParameterError: NULL, or not a table or view (an index, a sequence, ...).
+        The database's own error for a relation that does not exist.
+    """
+    if regclass_text is None:
+        raise InvalidParameterError("source must not be NULL")
+    row = db.rows(
+        "SELECT c.oid::pg_catalog.int8 AS oid, c.relkind::pg_catalog.text AS relkind, "
+        "pg_catalog.format('%I.%I', n.nspname, c.relname) AS quoted "
+        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = $1::pg_catalog.regclass",
+        regclass_text,
+    )[0]
+    if row["relkind"] not in READABLE_RELKINDS:
+        raise InvalidParameterError(f"{row['quoted']} is not a table or view (relkind {row['relkind']!r})")
+    cols = db.rows(
+        "SELECT a.attname::pg_catalog.text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, "
+        "t.typname::pg_catalog.text AS typname, e.typname::pg_catalog.text AS element, t.typtype::pg_catalog.text AS typtype "
+        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
+        "WHERE a.attrelid = $1::pg_catalog.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        row["oid"],
+    )
+    columns = {
+        c["name"]: Column(c["name"], db.quote_ident(c["name"]), c["type"], c["typname"], c["element"], c["typtype"])
+        for c in cols
+    }
+    return Relation(int(row["oid"]), row["quoted"], row["relkind"], columns)
+
+
+def image_column(rel: Relation, name: str | None) -> tuple[Column, bool]:
+    """The image column and whether it holds paths: ``bytea`` holds image bytes, ``text`` or
+    ``varchar`` paths under ``imgfeat.image_root``.
+
+    Raises:
+        InvalidParameterError: no such column, or another type.
+    """
+    col = rel.column(name, "image")
+    if col.typname == "bytea":
+        return col, False
+    if col.typname in ("text", "varchar"):
+        return col, True
+    raise InvalidParameterError(
+        f"image column {name!r} is {col.type}; it must be bytea (image bytes) or text (paths under imgfeat.image_root)"
+    )
+
+
+def check_id_column(rel: Relation, col: Column) -> None:
+    """An id column must be a scalar type with an ordering (integer, text, uuid, date, ...).
+
+    Raises:
+        InvalidParameterError: bytea, json, xml, arrays, composites, ranges.
+    """
+    if col.typtype not in ("b", "d", "e") or col.element is not None or col.typname in ("bytea", "json", "xml"):
+        raise InvalidParameterError(
+            f"id column {col.name!r} is {col.type}: it must be a scalar type with an ordering "
+            "(integer, bigint, text, uuid, date, timestamp, ...)",
+            hint="pass id_column => the table's key column",
+        )
+
+
+TARGET_COLUMNS = {"id": None, "model_name": "text", "features": "real[]"}
+"""The columns a features table must have (name -> ``format_type``; the id's type is the source's)."""
+
+
+def target_ddl(quoted: str, id_type: str) -> str:
+    """``CREATE TABLE`` of a features table: one row per (id, model_name)."""
+    return (
+        f"CREATE TABLE {quoted} (id {id_type} NOT NULL, model_name text NOT NULL, "
+        "features real[] NOT NULL, featurized_at timestamptz NOT NULL DEFAULT pg_catalog.now(), "
+        "PRIMARY KEY (id, model_name))"
+    )
+
+
+def target_table(db: Database, target: str | None, id_type: str) -> Relation:
+    """The features table ``target``, created if missing (:func:`target_ddl`), else checked.
+
+    ``target`` is parsed as a (possibly schema-qualified, possibly quoted) identifier with
+    ``parse_ident``; an unqualified name goes to the current schema. Jobs started at once into
+    the same new target: one creates it, the others find it (no lock is taken: a lock with a
+    key anyone can compute is a lock anyone can hold).
+
+    Raises:
+        InvalidParameterError: not a valid name, an existing table without the columns of
+            :data:`TARGET_COLUMNS` or a unique index on (id, model_name).
+    """
+    if not target or not target.strip():
+        raise InvalidParameterError("target must name a table (table or schema.table)")
+    parts = db.parse_ident(target)
+    if parts is None:
+        raise InvalidParameterError(
+            f"target {target!r} is not a valid table name",
+            hint='write table, schema.table, or quote unusual names: \'"My Table"\'',
+        )
+    if len(parts) == 1:
+        schema = db.rows("SELECT pg_catalog.current_schema() AS s")[0]["s"]
+        if schema is None:
+            raise InvalidParameterError("no schema to create the target table in: qualify it as schema.table")
+        parts = [schema, parts[0]]
+    if len(parts) != 2:
+        raise InvalidParameterError(f"target {target!r} must be table or schema.table")
+    quoted = f"{db.quote_ident(parts[0])}.{db.quote_ident(parts[1])}"
+    if not db.rows("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS e", quoted)[0]["e"]:
+        db.create(target_ddl(quoted, id_type))
+    rel = relation(db, quoted)
+    for name, typ in TARGET_COLUMNS.items():
+        col = rel.columns.get(name)
+        if col is None or (typ is not None and col.type != typ):
+            raise InvalidParameterError(
+                f"target table {rel.quoted} exists but lacks column {name}" + (f" {typ}" if typ else ""),
+                hint="Use a new target name, or a table with columns id, model_name text, features real[].",
+            )
+    unique = db.rows(
+        "SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = $1::pg_catalog.oid AND i.indisunique "
+        "AND (SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY a.attname) FROM pg_catalog.pg_attribute a "
+        "WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) = ARRAY['id', 'model_name']",
+        rel.oid,
+    )
+    if not unique:
+        raise InvalidParameterError(
+            f"target table {rel.quoted} needs a unique index on (id, model_name)",
+            hint=f"CREATE UNIQUE INDEX ON {rel.quoted} (id, model_name);",
+        )
+    return rel

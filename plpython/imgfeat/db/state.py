@@ -1,0 +1,210 @@
+"""A backend's state: the session's settings, whether it is in parallel mode, its loaded models,
+the image root. Everything else in the database layer asks here.
+
+A PostgreSQL backend is one process serving one connection, so module-level state lives as
+long as the connection. Parallel workers are processes of their own, which cannot run queries
+(PL/Python's SPI opens a subtransaction per query, which PostgreSQL refuses in parallel
+mode): there the SQL wrappers pass what would be read (a model's registry row, the configured
+pixel ceiling, the session's settings) and nothing here touches SPI.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+from ..core import runtime
+from ..core.cache import LruCache
+from ..core.errors import ModelError, ModelNotFoundError
+from ..core.files import FileAccessError, require_root
+from ..core.model_info import ModelInfo
+from . import registry, settings
+from .settings import Settings
+
+_SESSIONS = runtime.SessionCache(runtime.DEFAULT_CACHE_SIZE)
+"""The backend's onnxruntime sessions, by model name."""
+
+_SPI: dict[str, Any] = {}
+"""What needs SPI, made on first use: the registry's prepared statements, the settings query."""
+
+_PIXEL_CEILING: list[int] = []
+"""The configured ``imgfeat.max_image_pixels`` once known (read from the configuration, or
+passed by the SQL wrapper in a process that cannot read it)."""
+
+_SYNTHETIC_NOTICED: set[str] = set()
+"""Models whose synthetic-weights NOTICE this session has seen."""
+
+CLASSIFIER_CACHE_SIZE = 32
+"""Classifiers kept per backend (least recently used evicted). One is ``k x d`` floats."""
+
+_CLASSIFIERS: LruCache[Any] = LruCache(CLASSIFIER_CACHE_SIZE)
+"""The backend's classifiers, by name, versioned by their catalog row (see :mod:`imgfeat.db.classifiers`)."""
+
+
+def sessions() -> runtime.SessionCache:
+    """The backend's onnxruntime sessions."""
+    return _SESSIONS
+
+
+def classifiers() -> LruCache[Any]:
+    """The backend's classifiers (:class:`imgfeat.db.classifiers.Loaded`)."""
+    return _CLASSIFIERS
+
+
+def in_parallel_mode() -> bool:
+    """Whether this backend is in parallel mode (a parallel worker, or a leader running a
+    parallel plan), where PL/Python's SPI calls fail. Asks the server's own
+    ``IsInParallelMode()`` through ctypes; if that symbol cannot be found, answers True (the
+    cautious side)."""
+    try:
+        func = ctypes.CDLL(None).IsInParallelMode
+    except (AttributeError, OSError):
+        return True
+    func.restype = ctypes.c_bool
+    func.argtypes = []
+    return bool(func())
+
+
+def registry_of(plpy: Any) -> registry.Registry:
+    """The backend's :class:`~imgfeat.db.registry.Registry` (prepared once; needs SPI)."""
+    if "registry" not in _SPI:
+        _SPI["registry"] = registry.Registry(plpy)
+    return _SPI["registry"]  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def remember_pixel_ceiling(configured: str | None) -> int:
+    """Keep the configured pixel ceiling passed by an SQL wrapper (``''``: none configured); the
+    first one a process is given stands."""
+    if not _PIXEL_CEILING:
+        _PIXEL_CEILING.append(settings.pixel_ceiling(configured))
+    return _PIXEL_CEILING[0]
+
+
+def cached_pixel_ceiling() -> str | None:
+    """The configured pixel ceiling this process knows, as text, or ``None`` (no SPI)."""
+    return str(_PIXEL_CEILING[0]) if _PIXEL_CEILING else None
+
+
+def pixel_ceiling(plpy: Any) -> int:
+    """The configured pixel ceiling, read from the configuration files on first use (needs SPI)."""
+    if not _PIXEL_CEILING:
+        remember_pixel_ceiling(settings.config_settings(plpy).get("imgfeat.max_image_pixels"))
+    return _PIXEL_CEILING[0]
+
+
+def current_settings(plpy: Any) -> Settings:
+    """The session's settings, read now (needs SPI)."""
+    if "settings" not in _SPI:
+        _SPI["settings"] = plpy.prepare(
+            "SELECT pg_catalog.current_setting('imgfeat.max_image_pixels', true) AS max_pixels, "
+            "pg_catalog.current_setting('imgfeat.intra_op_num_threads', true) AS intra, "
+            "pg_catalog.current_setting('imgfeat.inter_op_num_threads', true) AS inter, "
+            "pg_catalog.current_setting('imgfeat.session_cache_size', true) AS cache_size"
+        )
+    row = plpy.execute(_SPI["settings"])[0]
+    return settings.settings_from(row["max_pixels"], row["intra"], row["inter"], row["cache_size"], pixel_ceiling(plpy))
+
+
+# --------------------------------------------------------------------------- models
+
+
+def model_info(plpy: Any, name: str) -> ModelInfo:
+    """What the registry says about model ``name``, read now (needs SPI).
+
+    Raises:
+        ModelNotFoundError: no such model, listing the registered ones.
+    """
+    return registry_of(plpy).info(name)
+
+
+def passed_model_info(plpy: Any, name: str, row: dict[str, Any] | None) -> ModelInfo:
+    """What the registry says about model ``name``, from the registry row an SQL wrapper read
+    and passed (``None``: no such model); no SPI unless to list the registered models.
+
+    Raises:
+        ModelNotFoundError: ``row`` is None (listing the registered models outside parallel mode).
+    """
+    if row is None:
+        if in_parallel_mode():
+            raise ModelNotFoundError(f"model {name!r} is not registered", hint="SELECT name FROM imgfeat.models;")
+        raise registry_of(plpy).not_found(name)
+    return ModelInfo.from_row(row)
+
+
+def session_for(plpy: Any, info: ModelInfo, current: Settings) -> runtime.LoadedModel:
+    """The backend's onnxruntime session for the registered model ``info``.
+
+    No SPI when it is cached. The cache is keyed by the model's bytes (sha256), its input and
+    output and the thread settings; what the catalog says about the model otherwise
+    (preprocessing, feature_dim) is the caller's ``info``, read for every call, never the
+    cache's. On a miss the ONNX bytes come from the server-side file cache
+    (``<data directory>/imgfeat_models/<sha256>.onnx``, verified) or, outside parallel mode,
+    from ``imgfeat.model_chunks`` (then written to the file cache, so parallel workers find
+    them). A NOTICE says once per session when a model has synthetic weights.
+
+    Raises:
+        ModelError: bytes missing from the file cache in parallel mode, or corrupt.
+    """
+    _SESSIONS.shrink(current.session_cache_size)
+
+    def load() -> runtime.LoadedModel:
+        # onnxruntime reads the model from the verified file cache: the backend never holds
+        # the model's bytes itself (a large model would otherwise be in memory twice).
+        data: str | bytes | None = registry.cached_path(info)
+        if data is None:
+            if in_parallel_mode():
+                raise ModelError(
+                    f"model {info.name!r} is not in the server's model file cache, which parallel workers need",
+                    hint="Run the query once without parallelism (SET max_parallel_workers_per_gather = 0), "
+                    "or register the model again.",
+                )
+            data = registry_of(plpy).stream_to_cache(info)
+            if data is None:  # the cache directory is not writable: hold the bytes instead
+                data = registry_of(plpy).read_bytes(info)
+        session = runtime.create_session(data, current.intra_op_num_threads, current.inter_op_num_threads)
+        return runtime.LoadedModel(
+            name=info.name, sha256=info.sha256, session=session, input_name=info.input_name,
+            output_name=info.output_name, fixed_batch=info.fixed_batch,
+        )
+
+    key = (info.sha256, info.input_name, info.output_name, info.fixed_batch,
+           current.intra_op_num_threads, current.inter_op_num_threads)
+    model = _SESSIONS.get(info.name, key, load)  # type: ignore[arg-type]
+    if info.weights_origin == "synthetic" and info.name not in _SYNTHETIC_NOTICED:
+        _SYNTHETIC_NOTICED.add(info.name)
+        plpy.notice(
+            f"imgfeat: model {info.name!r} has synthetic (seeded random) weights, not pre-trained ones",
+            detail="Its features are fit for tests and offline demos only.",
+            hint="Register pre-trained weights: imgfeat models download NAME, or imgfeat models add NAME --weights FILE --arch ARCH.",
+        )
+    return model
+
+
+# --------------------------------------------------------------------------- files
+
+
+FILE_READER_ROLES = ("imgfeat_file_reader", "pg_read_server_files")
+"""Membership in either lets a role featurize files under ``imgfeat.image_root``."""
+
+
+def image_root(plpy: Any) -> str:
+    """The configured ``imgfeat.image_root``, after checking the caller may read image files.
+
+    Raises:
+        ConfigurationError: unset, or set by an untrusted source (a session's SET).
+        FileAccessError: the caller is a member of neither :data:`FILE_READER_ROLES`.
+    """
+    allowed = plpy.execute(
+        "SELECT pg_catalog.pg_has_role(current_user, 'imgfeat_file_reader', 'MEMBER') "
+        "OR pg_catalog.pg_has_role(current_user, 'pg_read_server_files', 'MEMBER') AS ok"
+    )[0]["ok"]
+    if not allowed:
+        raise FileAccessError(
+            "reading image files on the database server requires membership in imgfeat_file_reader",
+            hint="A superuser grants it: GRANT imgfeat_file_reader TO <role>; or load the images as bytea "
+            "(imgfeat load DIR --table T).",
+        )
+    return require_root(settings.trusted_setting(plpy, settings.config_settings(plpy), "imgfeat.image_root"))
