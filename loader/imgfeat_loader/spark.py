@@ -230,7 +230,8 @@ def prepare_target(conn: psycopg.Connection[Any], target: str, id_type: str) -> 
         InvalidParameterError: an existing table without the columns or the unique index on
             (id, model_name), or not a table name.
     """
-    rel = catalog.target_table(db.PsycopgDatabase(conn), target, id_type)
+    schema = conn.execute("SELECT pg_catalog.current_schema()").fetchone()[0]  # type: ignore[index]
+    rel = catalog.target_table(db.PsycopgDatabase(conn), target, id_type, schema)
     if not conn.autocommit:
         conn.commit()
     return rel.quoted

@@ -235,17 +235,21 @@ class _Writer:
                     cur.execute(self._insert, (spec.model_name,))
                     inserted = cur.rowcount
             if spec.source_oid is not None:
+                # imgfeat.featurize_errors is written by imgfeat's own functions, which check that
+                # the caller may run the job (read the source, write the target): one row per
+                # (source, target, model, id), as CALL imgfeat.featurize keeps it.
+                job = (spec.source_oid, spec.target, spec.model_name)
                 if ids:
                     self.conn.execute(
-                        "DELETE FROM imgfeat.featurize_errors WHERE source = %s::oid::regclass "
-                        "AND model_name = %s AND id = ANY (%s::text[])",
-                        (spec.source_oid, spec.model_name, [str(i) for i in ids]),
+                        "SELECT imgfeat_internal.clear_errors(%s::oid::regclass, %s::regclass, %s, %s::text[])",
+                        (*job, [str(i) for i in ids]),
                     )
-                for f in failures:
+                if failures:
                     self.conn.execute(
-                        "INSERT INTO imgfeat.featurize_errors (source, id, model_name, error_class, message) "
-                        "VALUES (%s::oid::regclass, %s, %s, %s, %s)",
-                        (spec.source_oid, str(f.id), spec.model_name, f.error_class, f.message),
+                        "SELECT imgfeat_internal.record_errors(%s::oid::regclass, %s::regclass, %s, %s::text[], "
+                        "%s::text[], %s::text[])",
+                        (*job, [str(f.id) for f in failures], [f.error_class for f in failures],
+                         [f.message for f in failures]),
                     )
         self.conn.commit()
         return inserted

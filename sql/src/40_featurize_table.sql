@@ -18,18 +18,20 @@ CREATE TABLE imgfeat.featurize_errors (
     model_name   text NOT NULL,
     error_class  text NOT NULL,
     message      text NOT NULL,
-    failed_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
+    failed_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    target       regclass
 );
 CREATE INDEX ON imgfeat.featurize_errors (source, model_name, id);
 COMMENT ON TABLE imgfeat.featurize_errors IS
-'Images that CALL imgfeat.featurize(..., on_error => ''skip'') could not featurize: the source table, the row''s id as text, the model, the error class (e.g. image_decode_error, image_too_large_error, file_access_error) and a message a person can act on. A row is removed when a later run featurizes that id.';
+'Images that CALL imgfeat.featurize(..., on_error => ''skip'') (or imgfeat spark featurize --on-error skip) could not featurize: the source table, the target table, the row''s id as text, the model, the error class (e.g. image_decode_error, image_too_large_error, file_access_error) and a message a person can act on. One row per (source, target, model, id): the latest failure; removed when a later run featurizes that id. Visible to the roles that may read the source; written only by imgfeat''s jobs.';
+COMMENT ON COLUMN imgfeat.featurize_errors.target IS 'The job''s target table (NULL for failures recorded before imgfeat 0.3.0).';
 
 CREATE TABLE imgfeat.featurize_jobs (
     job_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     source            regclass NOT NULL,
     target            text NOT NULL,
     model_name        text NOT NULL,
-    status            text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done')),
+    status            text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'failed')),
     rows_total        bigint NOT NULL,
     rows_done         bigint NOT NULL DEFAULT 0,
     rows_failed       bigint NOT NULL DEFAULT 0,
@@ -39,10 +41,11 @@ CREATE TABLE imgfeat.featurize_jobs (
     started_by        name NOT NULL DEFAULT current_user,
     started_at        timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     updated_at        timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-    finished_at       timestamptz
+    finished_at       timestamptz,
+    error             text
 );
 COMMENT ON TABLE imgfeat.featurize_jobs IS
-'One row per CALL imgfeat.featurize, updated and committed after every batch. A job whose status is running but whose pid is gone was interrupted; call the procedure again to resume.';
+'One row per CALL imgfeat.featurize, updated and committed after every batch: status running | done | failed (error says why). A job whose status is running but whose backend is gone was interrupted; call the procedure again to resume. Written only by the backend running the job (imgfeat_internal.start_job, update_job).';
 
 CREATE TABLE imgfeat_internal.job_locks (
     source      regclass NOT NULL,
@@ -52,7 +55,126 @@ CREATE TABLE imgfeat_internal.job_locks (
     PRIMARY KEY (source, target, model_name)
 );
 COMMENT ON TABLE imgfeat_internal.job_locks IS
-'Internal. The advisory-lock key of each featurize job (source, target, model): 64 random bits, readable and created only by roles that may read the source (row-level security), so no other role can take the lock first and block the job.';
+'Internal. The advisory-lock key of each featurize job (source, target, model): 64 random bits, handed out by imgfeat_internal.job_lock_key only to roles that may read the source and write the target, so no other role can take the lock first and block the job.';
+
+-- Writes to the shared job tables go through these SECURITY DEFINER functions (owner
+-- imgfeat_definer): analysts hold no UPDATE or DELETE on shared tables, which in PostgreSQL
+-- would let them LOCK a table in ACCESS EXCLUSIVE mode and stall everyone. Each function
+-- checks that its caller may run the job: read the source and insert into the target.
+
+CREATE FUNCTION imgfeat_internal.caller() RETURNS name
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE WHEN pg_catalog.current_setting('role') = 'none' THEN SESSION_USER
+            ELSE pg_catalog.current_setting('role')::name END;
+COMMENT ON FUNCTION imgfeat_internal.caller() IS
+'Internal. The role the session acts as (SET ROLE''s role, else the session user), as seen from inside a SECURITY DEFINER function, where current_user is the function''s owner. A session can only be a role it may SET ROLE to, so nothing can be claimed that the session could not do itself.';
+
+CREATE FUNCTION imgfeat_internal.check_job_rights(source regclass, target regclass) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who name := imgfeat_internal.caller();
+BEGIN
+    IF NOT pg_catalog.has_table_privilege(who, source, 'SELECT') OR NOT pg_catalog.has_table_privilege(who, target, 'INSERT') THEN
+        RAISE EXCEPTION 'imgfeat: % may not run a featurize job from % into %', who, source, target
+            USING ERRCODE = '42501', HINT = 'A job needs SELECT on its source and INSERT on its target.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.check_job_rights(regclass, regclass) IS
+'Internal. Raises 42501 unless the caller (imgfeat_internal.caller()) may read source and insert into target.';
+
+CREATE FUNCTION imgfeat_internal.job_lock_key(source regclass, target regclass, model_name text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    key bigint;
+BEGIN
+    PERFORM imgfeat_internal.check_job_rights(source, target);
+    INSERT INTO imgfeat_internal.job_locks AS l (source, target, model_name) VALUES (source, target, model_name)
+        ON CONFLICT DO NOTHING;
+    SELECT l.lock_key INTO key FROM imgfeat_internal.job_locks l
+     WHERE l.source = job_lock_key.source AND l.target = job_lock_key.target AND l.model_name = job_lock_key.model_name;
+    RETURN key;
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.job_lock_key(regclass, regclass, text) IS
+'Internal. The advisory-lock key of the featurize job (source, target, model_name), made on first use: 64 random bits, given only to a caller that may run the job.';
+
+CREATE FUNCTION imgfeat_internal.start_job(source regclass, target regclass, model_name text, rows_total bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM imgfeat_internal.check_job_rights(source, target);
+    INSERT INTO imgfeat.featurize_jobs (source, target, model_name, rows_total, started_by)
+    VALUES (source, target::text, model_name, rows_total, imgfeat_internal.caller())
+    RETURNING job_id INTO id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.start_job(regclass, regclass, text, bigint) IS
+'Internal. Records a featurize job run by this backend for the caller (who may run it) and returns its job_id.';
+
+CREATE FUNCTION imgfeat_internal.update_job(
+    job_id bigint, rows_done bigint, rows_failed bigint, images_per_second float8, status text, timings jsonb, error text
+) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE imgfeat.featurize_jobs j
+       SET rows_done = update_job.rows_done, rows_failed = update_job.rows_failed,
+           images_per_second = update_job.images_per_second, status = update_job.status,
+           timings = update_job.timings, error = update_job.error, updated_at = pg_catalog.clock_timestamp(),
+           finished_at = CASE WHEN update_job.status = 'running' THEN NULL ELSE pg_catalog.clock_timestamp() END
+     WHERE j.job_id = update_job.job_id AND j.pid = pg_catalog.pg_backend_pid()
+       AND j.started_by = imgfeat_internal.caller();
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'imgfeat: job % is not run by this session', update_job.job_id USING ERRCODE = '42501';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.update_job(bigint, bigint, bigint, float8, text, jsonb, text) IS
+'Internal. Updates the progress of a featurize job; only the backend that runs it, as the role that started it, may.';
+
+CREATE FUNCTION imgfeat_internal.record_errors(
+    source regclass, target regclass, model_name text, ids text[], error_classes text[], messages text[]
+) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM imgfeat_internal.check_job_rights(source, target);
+    DELETE FROM imgfeat.featurize_errors e
+     WHERE e.source = record_errors.source AND (e.target = record_errors.target OR e.target IS NULL)
+       AND e.model_name = record_errors.model_name AND e.id = ANY (record_errors.ids);
+    INSERT INTO imgfeat.featurize_errors (source, target, id, model_name, error_class, message)
+    SELECT record_errors.source, record_errors.target, f.id, record_errors.model_name, f.error_class, f.message
+      FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(error_classes), pg_catalog.unnest(messages)) AS f(id, error_class, message);
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.record_errors(regclass, regclass, text, text[], text[], text[]) IS
+'Internal. Records the failures of a featurize job (one row per id: the latest), for a caller that may run the job.';
+
+CREATE FUNCTION imgfeat_internal.clear_errors(source regclass, target regclass, model_name text, ids text[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM imgfeat_internal.check_job_rights(source, target);
+    DELETE FROM imgfeat.featurize_errors e
+     WHERE e.source = clear_errors.source AND (e.target = clear_errors.target OR e.target IS NULL)
+       AND e.model_name = clear_errors.model_name AND e.id = ANY (clear_errors.ids);
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.clear_errors(regclass, regclass, text, text[]) IS
+'Internal. Removes the recorded failures of ids a featurize job has now featurized, for a caller that may run the job.';
 
 CREATE VIEW imgfeat.featurize_progress AS
 SELECT j.job_id, j.source, j.target, j.model_name,
@@ -63,10 +185,10 @@ SELECT j.job_id, j.source, j.target, j.model_name,
        round(j.images_per_second::numeric, 1) AS images_per_second,
        CASE WHEN j.status = 'running' AND j.images_per_second > 0
             THEN pg_catalog.make_interval(secs => (j.rows_total - j.rows_done - j.rows_failed) / j.images_per_second) END AS eta,
-       j.timings, j.started_by, j.started_at, j.updated_at, j.finished_at, j.pid
+       j.timings, j.started_by, j.started_at, j.updated_at, j.finished_at, j.pid, j.error
 FROM imgfeat.featurize_jobs j;
 COMMENT ON VIEW imgfeat.featurize_progress IS
-'Progress of featurize jobs, readable from another session while a job runs: rows done/failed/total, percent, images per second, ETA; status running | done | interrupted (its backend is gone).';
+'Progress of featurize jobs, readable from another session while a job runs: rows done/failed/total, percent, images per second, ETA; status running | done | failed (error says why) | interrupted (its backend is gone).';
 
 CREATE PROCEDURE imgfeat.featurize(
     source regclass,
@@ -84,4 +206,4 @@ if "imgfeat" not in GD:
 GD["imgfeat"].featurize_table(plpy, source, target, model_name, id_column, image_column, batch_size, on_error)
 $$;
 COMMENT ON PROCEDURE imgfeat.featurize(regclass, text, text, text, text, integer, text) IS
-'Featurizes every row of source into target (created if missing: id <source id type>, model_name text, features real[], featurized_at; primary key (id, model_name)). image_column is bytea (image bytes) or text (paths under imgfeat.image_root; reading files needs membership in imgfeat_file_reader or pg_read_server_files). Rows go through onnxruntime in batches of batch_size (1..4096), each batch committed: interrupted jobs keep their work, and calling again does only the rows not yet done (one row per id and model). on_error: raise (stop with an ERROR naming the id) | skip (record in imgfeat.featurize_errors and go on). Progress: NOTICEs every 10 s and imgfeat.featurize_progress. Call it outside an explicit transaction block (it commits). Runs with the caller''s rights; identifiers are quoted.';
+'Featurizes every row of source into target (created if missing: id <source id type>, model_name text, features real[], featurized_at; primary key (id, model_name); an existing target must belong to the caller). image_column is bytea (image bytes) or text (paths under imgfeat.image_root; reading files needs membership in imgfeat_file_reader or pg_read_server_files). Rows go through onnxruntime in batches of batch_size (1..512, cut short at 256 MiB of encoded images), each batch committed: interrupted jobs keep their work, and calling again does only the rows not yet done (one row per id and model). on_error: raise (stop with an ERROR naming the id) | skip (record in imgfeat.featurize_errors and go on). Progress: NOTICEs every 10 s and imgfeat.featurize_progress. Call it outside an explicit transaction block (it commits). Runs with the caller''s rights; identifiers are quoted.';

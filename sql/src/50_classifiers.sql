@@ -68,6 +68,80 @@ $$;
 COMMENT ON PROCEDURE imgfeat.train_logistic_regression(text, regclass, text, text, float8, float8, integer, boolean, text, boolean) IS
 'Trains a logistic regression on every row of source (table or view) and stores it in imgfeat.classifiers as classifier_name. features_column: a 1-D array of numbers (real[] from imgfeat.featurize; all rows the same length d, finite, not NULL). label_column: text, integer or boolean; two distinct labels train a binary model, more a multinomial (softmax) one. Regularisation in rxLogisticRegression''s terms: minimise sum_i logloss_i + l1_weight * ||w||_1 + l2_weight / 2 * ||w||_2^2 (intercepts not penalised), solved by scikit-learn''s LogisticRegression with C = 1 / (l1_weight + l2_weight), l1_ratio = l1_weight / (l1_weight + l2_weight) (both 0: no penalty, C = infinity), solver lbfgs when l1_weight = 0 else saga, tol 1e-6, max_iter = max_iterations. "normalize" (quoted in named notation, NORMALIZE being an SQL keyword: "normalize" => false): standardise each feature by the training mean and population standard deviation first; the standardisation is stored with the model and applied at prediction. class_weight: NULL or ''balanced'' (n / (n_classes * rows of the class)). replace: overwrite an existing classifier of that name (its owner is kept). Rows are named in errors by the source''s id column (else ctid, else row number): errors for a single class, NULL labels, NULL / non-finite / multi-dimensional features, vectors of different lengths (at most 10 ids named), a name already taken without replace (42710), features of several featurizer models in the source''s model_name column. Not converging within max_iterations is a NOTICE with advice (the classifier is stored). The featurizer model is taken from a single-valued model_name column. Runs with the caller''s rights: the caller needs SELECT on source (else 42501).';
 
+-- Writes to imgfeat.classifiers go through these SECURITY DEFINER functions (owner
+-- imgfeat_definer): analysts hold no INSERT, UPDATE or DELETE on the shared table (UPDATE or
+-- DELETE would let them LOCK it and stall every prediction). Only a classifier's owner, or a
+-- member of imgfeat_admin, replaces or drops it; trained_by is always the role that wrote it.
+
+CREATE FUNCTION imgfeat_internal.store_classifier(
+    name text, format text, classes text[], label_type text, coefficients float8[], intercepts float8[],
+    scale_mean float8[], scale_std float8[], feature_dim integer, hyperparameters jsonb, model_name text,
+    training_source text, training_rows bigint, n_iterations integer, training_metrics jsonb, warnings text[],
+    library_versions jsonb, replace boolean
+) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who name := imgfeat_internal.caller();
+    holder name;
+BEGIN
+    SELECT c.owner INTO holder FROM imgfeat.classifiers c WHERE c.name = store_classifier.name FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO imgfeat.classifiers (name, format, classes, label_type, coefficients, intercepts, scale_mean, scale_std,
+                                         feature_dim, hyperparameters, model_name, training_source, training_rows,
+                                         n_iterations, training_metrics, warnings, library_versions, owner, trained_by)
+        VALUES (name, format, classes, label_type, coefficients, intercepts, scale_mean, scale_std, feature_dim,
+                hyperparameters, model_name, training_source, training_rows, n_iterations, training_metrics, warnings,
+                library_versions, who, who);
+        RETURN;
+    END IF;
+    IF NOT replace THEN
+        RAISE EXCEPTION 'imgfeat: classifier % already exists', pg_catalog.quote_literal(name)
+            USING ERRCODE = '42710', HINT = 'pass replace => true to overwrite it, or choose another name';
+    END IF;
+    IF holder <> who AND NOT pg_catalog.pg_has_role(who, 'imgfeat_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'imgfeat: classifier % belongs to %: only its owner or imgfeat_admin may replace it',
+            pg_catalog.quote_literal(name), holder USING ERRCODE = '42501', HINT = 'train under another name';
+    END IF;
+    UPDATE imgfeat.classifiers c
+       SET format = store_classifier.format, classes = store_classifier.classes, label_type = store_classifier.label_type,
+           coefficients = store_classifier.coefficients, intercepts = store_classifier.intercepts,
+           scale_mean = store_classifier.scale_mean, scale_std = store_classifier.scale_std,
+           feature_dim = store_classifier.feature_dim, hyperparameters = store_classifier.hyperparameters,
+           model_name = store_classifier.model_name, training_source = store_classifier.training_source,
+           training_rows = store_classifier.training_rows, n_iterations = store_classifier.n_iterations,
+           training_metrics = store_classifier.training_metrics, warnings = store_classifier.warnings,
+           library_versions = store_classifier.library_versions, trained_at = pg_catalog.now(), trained_by = who
+     WHERE c.name = store_classifier.name;
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.store_classifier(text, text, text[], text, float8[], float8[], float8[], float8[], integer, jsonb, text, text, bigint, integer, jsonb, text[], jsonb, boolean) IS
+'Internal. Stores a trained classifier for the caller: a new name becomes the caller''s (owner = trained_by = caller); an existing one is replaced only with replace => true and only by its owner or a member of imgfeat_admin (its owner is kept).';
+
+CREATE FUNCTION imgfeat.drop_classifier(classifier_name text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who name := imgfeat_internal.caller();
+    holder name;
+BEGIN
+    SELECT c.owner INTO holder FROM imgfeat.classifiers c WHERE c.name = classifier_name FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF holder <> who AND NOT pg_catalog.pg_has_role(who, 'imgfeat_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'imgfeat: classifier % belongs to %: only its owner or imgfeat_admin may drop it',
+            pg_catalog.quote_literal(classifier_name), holder USING ERRCODE = '42501';
+    END IF;
+    DELETE FROM imgfeat.classifiers c WHERE c.name = classifier_name;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION imgfeat.drop_classifier(text) IS
+'Removes a classifier; true if it existed. Only its owner or a member of imgfeat_admin may (SQLSTATE 42501 otherwise). SECURITY DEFINER (owner imgfeat_definer): analysts hold no DELETE on the shared table.';
+
 -- The one definition of a classifier row's version: whatever rewrites the row (a replace, an
 -- UPDATE, VACUUM FULL) changes it. The per-backend cache keys classifiers by it.
 CREATE VIEW imgfeat_internal.classifier_versions AS

@@ -26,11 +26,6 @@ GRANT EXECUTE ON FUNCTION
     imgfeat_internal.classifier_cached(text, text)
   TO imgfeat_definer;
 GRANT USAGE ON SCHEMA imgfeat TO imgfeat_definer;
-GRANT SELECT, INSERT ON imgfeat_internal.job_locks TO imgfeat_user;
-ALTER TABLE imgfeat_internal.job_locks ENABLE ROW LEVEL SECURITY;
-CREATE POLICY job_locks_access ON imgfeat_internal.job_locks FOR ALL
-    USING (pg_catalog.has_table_privilege(source, 'SELECT'))
-    WITH CHECK (pg_catalog.has_table_privilege(source, 'SELECT'));
 DO $admin$
 DECLARE
     f regprocedure;
@@ -49,38 +44,50 @@ $admin$;
 REVOKE ALL ON ALL TABLES IN SCHEMA imgfeat FROM PUBLIC;
 GRANT SELECT ON imgfeat.models, imgfeat.model_chunks TO imgfeat_user;
 GRANT INSERT, UPDATE, DELETE ON imgfeat.models, imgfeat.model_chunks TO imgfeat_admin;
-GRANT SELECT, INSERT, DELETE ON imgfeat.featurize_errors TO imgfeat_user;
-GRANT SELECT, INSERT, UPDATE ON imgfeat.featurize_jobs TO imgfeat_user;
-GRANT SELECT ON imgfeat.featurize_progress TO imgfeat_user;
-GRANT SELECT, INSERT, UPDATE, DELETE ON imgfeat.classifiers TO imgfeat_user;
-GRANT SELECT ON imgfeat.models, imgfeat.model_chunks, imgfeat.classifiers TO imgfeat_definer;
+-- Analysts only read the shared tables: in PostgreSQL, UPDATE or DELETE on a table allows
+-- LOCK TABLE ... IN ACCESS EXCLUSIVE MODE, which would stall every other role's work. They
+-- write through the SECURITY DEFINER functions of 40_featurize_table.sql and 50_classifiers.sql.
+GRANT SELECT ON imgfeat.featurize_errors, imgfeat.featurize_jobs, imgfeat.featurize_progress, imgfeat.classifiers TO imgfeat_user;
+GRANT SELECT ON imgfeat.models, imgfeat.model_chunks TO imgfeat_definer;
+GRANT SELECT, INSERT, UPDATE, DELETE ON imgfeat.classifiers, imgfeat.featurize_jobs, imgfeat.featurize_errors,
+    imgfeat_internal.job_locks TO imgfeat_definer;
 GRANT SELECT ON imgfeat_internal.classifier_versions TO imgfeat_user, imgfeat_definer;
 
+-- The definer's write functions: owned by imgfeat_definer, callable by analysts, each checking
+-- its caller's rights (imgfeat_internal.caller()).
+DO $writers$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+        WHERE (p.pronamespace = 'imgfeat_internal'::regnamespace
+               AND p.proname IN ('job_lock_key', 'start_job', 'update_job', 'record_errors', 'clear_errors', 'store_classifier'))
+           OR (p.pronamespace = 'imgfeat'::regnamespace AND p.proname = 'drop_classifier')
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO imgfeat_definer', f);
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO imgfeat_user', f);
+    END LOOP;
+END
+$writers$;
+GRANT EXECUTE ON FUNCTION imgfeat_internal.caller(), imgfeat_internal.check_job_rights(regclass, regclass) TO imgfeat_definer;
+
 -- Classifiers: everyone with imgfeat_user reads and uses every classifier; only its owner
--- (or imgfeat_admin) replaces or deletes it, and trained_by is always the role that wrote it.
+-- (or imgfeat_admin) replaces or drops it (imgfeat_internal.store_classifier, imgfeat.drop_classifier).
 ALTER TABLE imgfeat.classifiers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY classifiers_select ON imgfeat.classifiers FOR SELECT USING (true);
-CREATE POLICY classifiers_insert ON imgfeat.classifiers FOR INSERT
-    WITH CHECK ((owner = current_user AND trained_by = current_user)
-                OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'));
-CREATE POLICY classifiers_update ON imgfeat.classifiers FOR UPDATE
-    USING (owner = current_user OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'))
-    WITH CHECK ((owner = current_user AND trained_by = current_user)
-                OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'));
-CREATE POLICY classifiers_delete ON imgfeat.classifiers FOR DELETE
-    USING (owner = current_user OR pg_catalog.pg_has_role(current_user, 'imgfeat_admin', 'MEMBER'));
+CREATE POLICY classifiers_write ON imgfeat.classifiers FOR ALL TO imgfeat_definer USING (true) WITH CHECK (true);
 
--- Featurize jobs and errors: a role sees (and clears) those of the tables it may read; a
--- job's row is written only by the role that runs it. The progress view applies these
--- policies as the querying role (security_invoker).
+-- Featurize jobs and errors: a role sees those of the tables it may read (and its own jobs);
+-- they are written by the backend running the job, through the definer's functions. The
+-- progress view applies these policies as the querying role (security_invoker).
 ALTER TABLE imgfeat.featurize_jobs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY featurize_jobs_select ON imgfeat.featurize_jobs FOR SELECT
     USING (started_by = current_user OR pg_catalog.has_table_privilege(source, 'SELECT'));
-CREATE POLICY featurize_jobs_insert ON imgfeat.featurize_jobs FOR INSERT
-    WITH CHECK (started_by = current_user AND pg_catalog.has_table_privilege(source, 'SELECT'));
-CREATE POLICY featurize_jobs_update ON imgfeat.featurize_jobs FOR UPDATE USING (started_by = current_user);
+CREATE POLICY featurize_jobs_write ON imgfeat.featurize_jobs FOR ALL TO imgfeat_definer USING (true) WITH CHECK (true);
 ALTER VIEW imgfeat.featurize_progress SET (security_invoker = true);
 ALTER TABLE imgfeat.featurize_errors ENABLE ROW LEVEL SECURITY;
-CREATE POLICY featurize_errors_access ON imgfeat.featurize_errors FOR ALL
-    USING (pg_catalog.has_table_privilege(source, 'SELECT'))
-    WITH CHECK (pg_catalog.has_table_privilege(source, 'SELECT'));
+CREATE POLICY featurize_errors_select ON imgfeat.featurize_errors FOR SELECT
+    USING (pg_catalog.has_table_privilege(source, 'SELECT'));
+CREATE POLICY featurize_errors_write ON imgfeat.featurize_errors FOR ALL TO imgfeat_definer USING (true) WITH CHECK (true);

@@ -65,7 +65,7 @@ UPDATE pets SET features = NULL WHERE id IN (2, 7);
 CALL imgfeat.train_logistic_regression('pets2', 'pets');
 CALL imgfeat.train_logistic_regression('pets2', 'pets', l1_weight => -1);
 SELECT name FROM imgfeat.classifiers ORDER BY name;
-DELETE FROM imgfeat.classifiers WHERE name = 'dials';
+SELECT imgfeat.drop_classifier('dials');
 SELECT imgfeat.predict('dials', '{1, 0}');
 DROP TABLE pets, dials, one_class;
 DROP EXTENSION imgfeat;

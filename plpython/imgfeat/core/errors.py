@@ -68,6 +68,12 @@ class InvalidParameterError(ImgfeatError):
     sqlstate = "22023"
 
 
+class InsufficientPrivilegeError(ImgfeatError):
+    """The caller may not do this, by imgfeat's own rules (``42501`` insufficient_privilege)."""
+
+    sqlstate = "42501"
+
+
 class TrainingError(ImgfeatError):
     """Training data or a classifier is unusable (``22023`` invalid_parameter_value)."""
 

@@ -18,7 +18,7 @@ import os
 import stat
 from collections import deque
 
-from .errors import ConfigurationError, ImageDecodeError, ImgfeatError
+from .errors import ConfigurationError, ImageDecodeError, InsufficientPrivilegeError
 
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
 """Largest image file read (256 MiB), well below PostgreSQL's 1 GB field limit."""
@@ -30,10 +30,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-class FileAccessError(ImgfeatError):
+class FileAccessError(InsufficientPrivilegeError):
     """A path outside the image root, or not a regular readable file (``42501`` insufficient_privilege)."""
-
-    sqlstate = "42501"
 
 
 def require_root(root: str | None) -> str:

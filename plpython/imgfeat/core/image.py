@@ -50,17 +50,19 @@ several threads at once.
 from __future__ import annotations
 
 import io
+import math
 import re
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from PIL import ExifTags, Image, ImageCms, ImageFile, UnidentifiedImageError
 
-from .errors import ImageDecodeError, ImageTooLargeError, InvalidParameterError
+from .errors import ImageDecodeError, ImageTooLargeError, ImgfeatError, InvalidParameterError
 from .spec import Preprocessing
 
 __all__ = [
@@ -428,23 +430,41 @@ def _composite(rgba: Image.Image, background: Color) -> Image.Image:
 
 
 def _high_depth_to_l(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """16-bit, 32-bit integer and float gray to uint8 [H, W], plus an alpha mask from tRNS."""
+    """16-bit, 32-bit integer and float gray to uint8 [H, W], plus an alpha mask from tRNS.
+
+    Scaled in blocks of rows (:data:`_BLOCK_ELEMENTS` values at a time, float64 as a whole-image
+    computation would be, with the same result): a 50-megapixel float image needs a few
+    hundred MB, not several GB of float64 temporaries."""
     arr = np.asarray(img)
     mode = img.mode
+    gray = np.empty(arr.shape, np.uint8)
     if mode in _SIXTEEN_BIT_MODES:
-        gray = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)  # == round(v / 257)
+        for block, out in _row_blocks(arr, gray):
+            out[...] = (block.astype(np.uint32) + 128) // 257  # == round(v / 257)
     elif mode == "I":
         lo, hi = _declared_range(img)
         if arr.size:
             lo, hi = min(lo, int(arr.min())), max(hi, int(arr.max()))
-        gray = np.rint((arr.astype(np.float64) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+        for block, out in _row_blocks(arr, gray):
+            out[...] = np.rint((block.astype(np.float64) - lo) * (255.0 / (hi - lo)))
     else:
-        gray = _float_to_u8(arr.astype(np.float64))
+        _float_to_u8(arr, gray)
     alpha = None
     t = img.info.get("transparency")
     if isinstance(t, int) and mode != "F":
         alpha = np.where(arr == t, 0, 255).astype(np.uint8)
     return gray, alpha
+
+
+_BLOCK_ELEMENTS = 1 << 20
+"""Values converted at a time by :func:`_high_depth_to_l` (8 MB of float64)."""
+
+
+def _row_blocks(arr: np.ndarray, out: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(arr[rows], out[rows])`` for consecutive blocks of rows of about :data:`_BLOCK_ELEMENTS` values."""
+    step = max(1, _BLOCK_ELEMENTS // max(1, arr.shape[1] if arr.ndim > 1 else 1))
+    for start in range(0, arr.shape[0], step):
+        yield arr[start : start + step], out[start : start + step]
 
 
 def _declared_range(img: Image.Image) -> tuple[int, int]:
@@ -460,20 +480,27 @@ def _declared_range(img: Image.Image) -> tuple[int, int]:
     return 0, 65535
 
 
-def _float_to_u8(arr: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(arr)
-    values = arr[finite]
-    if values.size == 0:
-        return np.zeros(arr.shape, np.uint8)
-    lo, hi = float(values.min()), float(values.max())
+def _float_to_u8(arr: np.ndarray, gray: np.ndarray) -> None:
+    """Float gray into ``gray`` (uint8, same shape): [0, 1] images times 255, others stretched
+    from their finite minimum to maximum; NaN is 0, +-inf clip to 255 and 0."""
+    lo, hi = math.inf, -math.inf
+    for block, _ in _row_blocks(arr, gray):
+        finite = block[np.isfinite(block)]
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    if lo > hi:  # no finite value at all
+        gray[...] = 0
+        return
     if lo >= 0.0 and hi <= 1.0:
         lo, hi = 0.0, 1.0
-    if hi > lo:
-        scaled = (arr - lo) * (255.0 / (hi - lo))
-    else:  # constant image outside [0, 1]
-        scaled = np.full(arr.shape, 0.0 if lo < 0 else 255.0)
-    scaled = np.where(np.isnan(scaled), 0.0, scaled)
-    return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)  # clip only touches +-inf
+    for block, out in _row_blocks(arr, gray):
+        values = block.astype(np.float64)
+        if hi > lo:
+            scaled = (values - lo) * (255.0 / (hi - lo))
+        else:  # constant image outside [0, 1]
+            scaled = np.full(values.shape, 0.0 if lo < 0 else 255.0)
+        scaled[np.isnan(scaled)] = 0.0
+        out[...] = np.rint(np.clip(scaled, 0.0, 255.0))  # clip only touches +-inf
 
 
 @lru_cache(maxsize=1)
@@ -709,32 +736,44 @@ def image_to_tensor(
 
 
 def images_to_batch(
-    items: Sequence[bytes],
+    items: Sequence[Any],
     spec: Preprocessing,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft: bool = True,
-) -> tuple[np.ndarray, list[int], list[tuple[int, ImageDecodeError]]]:
-    """Decode and preprocess many images; a bad image never spoils the batch.
+    read: Callable[[Any], bytes] | None = None,
+    between: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, list[int], list[tuple[int, ImgfeatError]]]:
+    """Decode and preprocess many images, one at a time; a bad image never spoils the batch.
 
     Args:
-        items: encoded images (``None`` counts as a bad image, "image is NULL").
+        items: encoded images (``None`` counts as a bad image, "image is NULL"), or what
+            ``read`` turns into one.
         spec, max_pixels, draft: as :func:`image_to_tensor`.
+        read: called on each item just before it is decoded (e.g. to read a file), so that
+            only one image's bytes are held at a time; its :class:`ImgfeatError` makes that
+            item a bad one.
+        between: called before each item (e.g. to let the database act on a cancel); what it
+            raises ends the batch.
 
     Returns:
         ``(batch, good, bad)``: ``batch`` float32 [len(good), 3, spec.height, spec.width]
         (C-contiguous, NCHW) holding the images at indices ``good`` (in order), and ``bad``
-        the ``(index, error)`` of every image that could not be decoded.
+        the ``(index, error)`` of every image that could not be read or decoded.
     """
     _constants(spec)
     out = np.empty((len(items), 3, spec.height, spec.width), dtype=np.float32)
     good: list[int] = []
-    bad: list[tuple[int, ImageDecodeError]] = []
+    bad: list[tuple[int, ImgfeatError]] = []
     _check_color(spec.background, "background")
-    for i, data in enumerate(items):
+    for i, item in enumerate(items):
+        if between is not None:
+            between()
         try:
-            img = _decode_for(data, spec, max_pixels, draft)
-        except ImageDecodeError as e:
+            if item is None:
+                raise ImageDecodeError("image is NULL")
+            img = _decode_for(read(item) if read is not None else item, spec, max_pixels, draft)
+        except ImgfeatError as e:
             bad.append((i, e))
             continue
         _preprocess_into(img, spec, out[len(good)])

@@ -76,6 +76,11 @@ _MAX_NAMED = 10
 # --------------------------------------------------------------------------- parameters
 
 
+MAX_ITERATIONS = 100_000
+"""Largest ``max_iterations``: a bound on how long one training can run (a cancelled one runs
+on in its backend until it stops: see :func:`imgfeat.db.state.run_interruptibly`). Well-scaled
+features converge in tens to a few hundred iterations."""
+
 def sklearn_params(l1_weight: float, l2_weight: float) -> dict[str, Any]:
     """Map rxLogisticRegression's ``l1Weight`` / ``l2Weight`` to scikit-learn's arguments.
 
@@ -482,7 +487,7 @@ def fit_logistic_regression(
         y: ``n`` labels, all text, all integer or all boolean (not NULL). Two distinct labels
             train a binary model (positive class ``classes[1]``), more a multinomial (softmax) one.
         l1_weight, l2_weight: rxLogisticRegression's regularisation weights, ``>= 0``.
-        max_iterations: solver iteration limit (L-BFGS iterations, or saga epochs), ``>= 1``.
+        max_iterations: solver iteration limit (L-BFGS iterations, or saga epochs), 1 to :data:`MAX_ITERATIONS`.
         normalize: standardise each feature with the training mean and standard deviation
             (constant columns: scale 1); the standardisation is part of the model.
         class_weight: ``None`` or ``'balanced'`` (weights ``n / (n_classes * count(class))``).
@@ -494,15 +499,16 @@ def fit_logistic_regression(
         does not raise: the model is returned with advice in ``model.warnings``.
 
     Raises:
-        InvalidParameterError: negative/non-finite weights, ``max_iterations < 1``, an unknown
+        InvalidParameterError: negative/non-finite weights, ``max_iterations`` out of range, an unknown
             ``class_weight``, ``ids`` of the wrong length.
         TrainingError: fewer than 2 rows, rows and labels of different counts, NULL or ragged
             feature rows, NaN/infinite features, NULL or mixed-type labels, a single class
             (offending rows named by id, at most 10).
     """
     params = sklearn_params(l1_weight, l2_weight)
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1:
-        raise InvalidParameterError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
+    if (isinstance(max_iterations, bool) or not isinstance(max_iterations, (int, np.integer))
+            or not 1 <= max_iterations <= MAX_ITERATIONS):
+        raise InvalidParameterError(f"max_iterations must be an integer from 1 to {MAX_ITERATIONS}, got {max_iterations!r}")
     if class_weight not in (None, "balanced"):
         raise InvalidParameterError(
             f"class_weight must be NULL or 'balanced', got {class_weight!r}",

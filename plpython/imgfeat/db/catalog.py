@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..core.errors import InvalidParameterError
+from ..core.errors import InsufficientPrivilegeError, InvalidParameterError
 
 
 class Database(Protocol):
@@ -122,22 +122,27 @@ READABLE_RELKINDS = ("r", "p", "v", "m", "f")
 """Tables, partitioned tables, views, materialized views and foreign tables."""
 
 
-def relation(db: Database, regclass_text: str | None) -> Relation:
-    """Look up ``regclass_text`` (a ``regclass``'s text, e.g. ``public.faces``): OID, quoted name, columns.
+def relation(db: Database, source: str | int | None) -> Relation:
+    """Look up ``source``, a ``regclass``'s text (e.g. ``public.faces``) or a relation's OID:
+    OID, quoted name, columns.
 
     Raises:
         InvalidParameterError: NULL, or not a table or view (an index, a sequence, ...).
         The database's own error for a relation that does not exist.
     """
-    if regclass_text is None:
+    if source is None:
         raise InvalidParameterError("source must not be NULL")
-    row = db.rows(
+    by = "$1::pg_catalog.oid" if isinstance(source, int) else "$1::pg_catalog.regclass"
+    rows = db.rows(
         "SELECT c.oid::pg_catalog.int8 AS oid, c.relkind::pg_catalog.text AS relkind, "
         "pg_catalog.format('%I.%I', n.nspname, c.relname) AS quoted "
         "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.oid = $1::pg_catalog.regclass",
-        regclass_text,
-    )[0]
+        f"WHERE c.oid = {by}",
+        source,
+    )
+    if not rows:
+        raise InvalidParameterError(f"relation {source} does not exist")
+    row = rows[0]
     if row["relkind"] not in READABLE_RELKINDS:
         raise InvalidParameterError(f"{row['quoted']} is not a table or view (relkind {row['relkind']!r})")
     cols = db.rows(
@@ -199,17 +204,20 @@ def target_ddl(quoted: str, id_type: str) -> str:
     )
 
 
-def target_table(db: Database, target: str | None, id_type: str) -> Relation:
+def target_table(db: Database, target: str | None, id_type: str, default_schema: str | None) -> Relation:
     """The features table ``target``, created if missing (:func:`target_ddl`), else checked.
 
     ``target`` is parsed as a (possibly schema-qualified, possibly quoted) identifier with
-    ``parse_ident``; an unqualified name goes to the current schema. Jobs started at once into
-    the same new target: one creates it, the others find it (no lock is taken: a lock with a
-    key anyone can compute is a lock anyone can hold).
+    ``parse_ident``; an unqualified name goes to ``default_schema`` (the caller's current
+    schema). Jobs started at once into the same new target: one creates it, the others find it
+    (no lock is taken: a lock with a key anyone can compute is a lock anyone can hold). An
+    existing target must belong to the caller (or a role whose rights it inherits): another
+    role's table could carry triggers or rules that would run with the caller's rights.
 
     Raises:
         InvalidParameterError: not a valid name, an existing table without the columns of
             :data:`TARGET_COLUMNS` or a unique index on (id, model_name).
+        InsufficientPrivilegeError: an existing target that belongs to another role.
     """
     if not target or not target.strip():
         raise InvalidParameterError("target must name a table (table or schema.table)")
@@ -220,16 +228,27 @@ def target_table(db: Database, target: str | None, id_type: str) -> Relation:
             hint='write table, schema.table, or quote unusual names: \'"My Table"\'',
         )
     if len(parts) == 1:
-        schema = db.rows("SELECT pg_catalog.current_schema() AS s")[0]["s"]
-        if schema is None:
+        if default_schema is None:
             raise InvalidParameterError("no schema to create the target table in: qualify it as schema.table")
-        parts = [schema, parts[0]]
+        parts = [default_schema, parts[0]]
     if len(parts) != 2:
         raise InvalidParameterError(f"target {target!r} must be table or schema.table")
     quoted = f"{db.quote_ident(parts[0])}.{db.quote_ident(parts[1])}"
     if not db.rows("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS e", quoted)[0]["e"]:
         db.create(target_ddl(quoted, id_type))
     rel = relation(db, quoted)
+    owner = db.rows(
+        "SELECT pg_catalog.pg_get_userbyid(c.relowner)::pg_catalog.text AS owner, "
+        "pg_catalog.pg_has_role(c.relowner, 'USAGE') AS mine FROM pg_catalog.pg_class c WHERE c.oid = $1::pg_catalog.oid",
+        rel.oid,
+    )[0]
+    if not owner["mine"]:
+        raise InsufficientPrivilegeError(
+            f"target table {rel.quoted} belongs to {owner['owner']}: imgfeat writes features only into "
+            "tables that belong to you",
+            detail="Another role's table may carry triggers or rules that would run with your rights.",
+            hint="Choose a target name of your own (it is created for you), or ask its owner to run the job.",
+        )
     for name, typ in TARGET_COLUMNS.items():
         col = rel.columns.get(name)
         if col is None or (typ is not None and col.type != typ):

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import ImgfeatError, InvalidParameterError, TrainingError
+from ..core.errors import ImgfeatError, InsufficientPrivilegeError, InvalidParameterError, TrainingError
 from ..core.training import _name_rows  # the core's "ids 3, 7 and 2 more" wording, shared
 from . import catalog, state
 from .catalog import Column, Relation
@@ -233,10 +233,8 @@ def _check_may_replace(plpy: Any, name: str) -> None:
         )
 
 
-class ClassifierPermissionError(ImgfeatError):
+class ClassifierPermissionError(InsufficientPrivilegeError):
     """Replacing another role's classifier (``42501`` insufficient_privilege)."""
-
-    sqlstate = "42501"
 
 
 def _featurizer(plpy: Any, src: Relation) -> str | None:
@@ -266,7 +264,7 @@ def _featurizer(plpy: Any, src: Relation) -> str | None:
 def train(
     plpy: Any,
     classifier_name: str | None,
-    source: str | None,
+    source: str | int | None,
     features_column: str | None,
     label_column: str | None,
     l1_weight: float | None,
@@ -327,10 +325,10 @@ def train(
     _, label_expr = _label_column(src, label_column)
     featurizer = _featurizer(plpy, src)
     ids, labels, rows = _read_labelled(plpy, src, feat, label_expr)
-    model = training.fit_logistic_regression(
+    model = state.run_interruptibly(plpy, lambda: training.fit_logistic_regression(
         rows, labels, l1_weight=l1_weight, l2_weight=l2_weight, max_iterations=int(max_iterations),  # type: ignore[arg-type]
         normalize=bool(normalize), class_weight=class_weight, ids=ids,
-    )
+    ), "training")
     del rows
     for advice in model.warnings:
         plpy.notice(
@@ -376,12 +374,11 @@ def _store(plpy: Any, name: str, model: Any, featurizer: str | None, source: str
         featurizer, source, record["training_rows"], record["n_iter"], json.dumps(record["metrics"], allow_nan=False),
         record["warnings"], json.dumps(record["library_versions"]),
     ]
-    placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
-    query = f"INSERT INTO imgfeat.classifiers ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
-    if replace:
-        updated = [c for c in _COLUMNS if c != "name"] + ["trained_at", "trained_by"]
-        query += " ON CONFLICT (name) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in updated)
-    plpy.execute(_prepared(plpy, query, list(_TYPES)), values)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 2))
+    # Analysts do not write imgfeat.classifiers themselves: this SECURITY DEFINER function does,
+    # for the caller, keeping the owner of a replaced classifier (50_classifiers.sql).
+    query = f"SELECT imgfeat_internal.store_classifier({placeholders})"
+    plpy.execute(_prepared(plpy, query, [*_TYPES, "pg_catalog.bool"]), [*values, replace])
 
 
 # --------------------------------------------------------------------------- the cache

@@ -24,7 +24,13 @@ from . import catalog, state
 from .catalog import Column, Relation
 
 ON_ERROR = ("raise", "skip")
-MAX_BATCH = 4096
+MAX_BATCH = 512
+"""Largest ``batch_size``: a batch's decoded tensor is 0.6 MB per 224x224 image, and several
+batches are in flight at once (fetched, decoded, running, being stored)."""
+
+MAX_BATCH_BYTES = 256 * 1024 * 1024
+"""Encoded image bytes fetched per batch at most (at least one row): a batch of large images
+is cut short rather than held whole."""
 NOTICE_SECONDS = 10.0
 """A progress NOTICE at most this often (seconds), plus one at the end."""
 
@@ -65,31 +71,22 @@ def _check_unique_ids(plpy: Any, src: Relation, id_col: Column) -> None:
 
 def _lock_job(plpy: Any, src: Relation, tgt: Relation, model_name: str) -> None:
     """One job at a time per (source, target, model): a session-level advisory lock, released
-    when the job ends (or its session does). Its key is 64 random bits kept in
-    ``imgfeat_internal.job_locks``, which only roles that may read the source can read or
-    create (row-level security): a key anyone could compute would let any role that can
-    connect take the lock first and block the job for good.
+    when the job ends (or its session does). Its key is 64 random bits that
+    ``imgfeat_internal.job_lock_key`` hands only to roles that may run the job (read the source,
+    write the target): a key anyone could compute or read would let another role take the
+    lock first and block the job for good.
 
     Raises:
         InvalidParameterError: another session runs the same job.
     """
-    plpy.execute(
-        plpy.prepare(
-            "INSERT INTO imgfeat_internal.job_locks (source, target, model_name) "
-            "VALUES ($1::pg_catalog.oid::pg_catalog.regclass, $2::pg_catalog.oid::pg_catalog.regclass, $3) "
-            "ON CONFLICT DO NOTHING",
-            ["int8", "int8", "text"],
-        ),
-        [src.oid, tgt.oid, model_name],
-    )
     key = plpy.execute(
         plpy.prepare(
-            "SELECT lock_key FROM imgfeat_internal.job_locks WHERE source = $1::pg_catalog.oid::pg_catalog.regclass "
-            "AND target = $2::pg_catalog.oid::pg_catalog.regclass AND model_name = $3",
+            "SELECT imgfeat_internal.job_lock_key($1::pg_catalog.oid::pg_catalog.regclass, "
+            "$2::pg_catalog.oid::pg_catalog.regclass, $3) AS key",
             ["int8", "int8", "text"],
         ),
         [src.oid, tgt.oid, model_name],
-    )[0]["lock_key"]
+    )[0]["key"]
     got = plpy.execute(plpy.prepare("SELECT pg_catalog.pg_try_advisory_lock($1) AS ok", ["int8"]), [key])[0]["ok"]
     if not got:
         raise InvalidParameterError(
@@ -150,7 +147,7 @@ class Progress:
 
 def featurize(
     plpy: Any,
-    source: str,
+    caller: state.Caller,
     target: str,
     model_name: str,
     id_column: str,
@@ -158,15 +155,16 @@ def featurize(
     batch_size: int,
     on_error: str,
 ) -> None:
-    """The body of ``CALL imgfeat.featurize``; see the module docstring."""
+    """The body of ``CALL imgfeat.featurize``; see the module docstring. ``caller``: the source's
+    OID and the caller's current schema (:func:`imgfeat.db.state.procedure_context`)."""
     try:
-        _featurize(plpy, source, target, model_name, id_column, image_column, batch_size, on_error)
+        _featurize(plpy, caller, target, model_name, id_column, image_column, batch_size, on_error)
     finally:
         release_job_locks(plpy)
 
 
 def _featurize(
-    plpy: Any, source: str, target: str, model_name: str, id_column: str, image_column: str, batch_size: int,
+    plpy: Any, caller: state.Caller, target: str, model_name: str, id_column: str, image_column: str, batch_size: int,
     on_error: str,
 ) -> None:
     if on_error not in ON_ERROR:
@@ -174,7 +172,7 @@ def _featurize(
     if batch_size is None or not 1 <= batch_size <= MAX_BATCH:
         raise InvalidParameterError(f"batch_size must be between 1 and {MAX_BATCH}, not {batch_size}")
     db = catalog.PlpyDatabase(plpy)
-    src = catalog.relation(db, source)
+    src = catalog.relation(db, caller.source_oid)
     id_col = src.column(id_column, "id")
     img_col, from_paths = catalog.image_column(src, image_column)
     catalog.check_id_column(src, id_col)
@@ -183,7 +181,7 @@ def _featurize(
     model = state.session_for(plpy, info, current)
     root = state.image_root(plpy) if from_paths else None
     _check_unique_ids(plpy, src, id_col)
-    tgt = catalog.target_table(db, target, id_col.type)
+    tgt = catalog.target_table(db, target, id_col.type, caller.schema)
     _lock_job(plpy, src, tgt, model_name)
     spec = info.preprocessing
     dim = info.feature_dim
@@ -193,10 +191,19 @@ def _featurize(
         f"(SELECT 1 FROM {tgt.quoted} t WHERE t.id = s.{id_col.quoted} AND t.model_name = $1)"
     )
     total = plpy.execute(plpy.prepare(f"SELECT count(*) AS n {todo}", ["text"]), [model_name])[0]["n"]
-    select = f"SELECT s.{id_col.quoted} AS id, s.{img_col.quoted} AS image {todo}"
-    first = plpy.prepare(f"{select} ORDER BY s.{id_col.quoted} LIMIT $2", ["text", "int4"])
+    # The next rows in id order, batch_size at most, cut where their encoded bytes pass
+    # MAX_BATCH_BYTES (octet_length reads a stored value's size without detoasting it).
+    select = (
+        f"SELECT s.{id_col.quoted} AS id, s.{img_col.quoted} AS image, "
+        f"pg_catalog.octet_length(s.{img_col.quoted}) AS size, "
+        f"pg_catalog.sum(pg_catalog.octet_length(s.{img_col.quoted})) OVER (ORDER BY s.{id_col.quoted} "
+        f"ROWS UNBOUNDED PRECEDING) AS upto {todo}"
+    )
+    budget = f"SELECT q.id, q.image FROM ({{}}) q WHERE COALESCE(q.upto - q.size, 0) < {MAX_BATCH_BYTES} ORDER BY q.id"
+    first = plpy.prepare(budget.format(f"{select} ORDER BY s.{id_col.quoted} LIMIT $2"), ["text", "int4"])
     after = plpy.prepare(
-        f"{select} AND s.{id_col.quoted} > $3 ORDER BY s.{id_col.quoted} LIMIT $2", ["text", "int4", id_col.type]
+        budget.format(f"{select} AND s.{id_col.quoted} > $3 ORDER BY s.{id_col.quoted} LIMIT $2"),
+        ["text", "int4", id_col.type],
     )
     # One row per (id, features literal): each literal is parsed once. (Slicing one big
     # real[] parameter per row re-parsed the whole batch for every row under a generic plan.)
@@ -207,37 +214,34 @@ def _featurize(
         "ON CONFLICT (id, model_name) DO NOTHING",
         ["text", "text", "text[]"],
     )
-    record_error = plpy.prepare(  # one row per failing (source, id, model): the latest failure
-        "WITH older AS (DELETE FROM imgfeat.featurize_errors WHERE source = $1::pg_catalog.oid::pg_catalog.regclass "
-        "AND id = $2 AND model_name = $3) "
-        "INSERT INTO imgfeat.featurize_errors (source, id, model_name, error_class, message) "
-        "VALUES ($1::pg_catalog.oid::pg_catalog.regclass, $2, $3, $4, $5)",
-        ["int8", "text", "text", "text", "text"],
+    args = [src.oid, tgt.oid, model_name]
+    record_errors = plpy.prepare(  # one row per failing (source, target, model, id): the latest failure
+        "SELECT imgfeat_internal.record_errors($1::pg_catalog.oid::pg_catalog.regclass, "
+        "$2::pg_catalog.oid::pg_catalog.regclass, $3, $4, $5, $6)",
+        ["int8", "int8", "text", "text[]", "text[]", "text[]"],
     )
     clear_errors = plpy.prepare(
-        "DELETE FROM imgfeat.featurize_errors WHERE source = $1::pg_catalog.oid::pg_catalog.regclass "
-        "AND model_name = $2 AND id = ANY ($3::text[])",
-        ["int8", "text", "text[]"],
+        "SELECT imgfeat_internal.clear_errors($1::pg_catalog.oid::pg_catalog.regclass, "
+        "$2::pg_catalog.oid::pg_catalog.regclass, $3, $4)",
+        ["int8", "int8", "text", "text[]"],
     )
     job_id = plpy.execute(
         plpy.prepare(
-            "INSERT INTO imgfeat.featurize_jobs (source, target, model_name, rows_total) "
-            "VALUES ($1::pg_catalog.oid::pg_catalog.regclass, $2, $3, $4) RETURNING job_id",
-            ["int8", "text", "text", "int8"],
+            "SELECT imgfeat_internal.start_job($1::pg_catalog.oid::pg_catalog.regclass, "
+            "$2::pg_catalog.oid::pg_catalog.regclass, $3, $4) AS job_id",
+            ["int8", "int8", "text", "int8"],
         ),
-        [src.oid, tgt.quoted, model_name, total],
+        [*args, total],
     )[0]["job_id"]
     update_job = plpy.prepare(
-        "UPDATE imgfeat.featurize_jobs SET rows_done = $2, rows_failed = $3, images_per_second = $4, "
-        "updated_at = pg_catalog.clock_timestamp(), status = $5, timings = $6::jsonb, "
-        "finished_at = CASE WHEN $5 = 'running' THEN NULL ELSE pg_catalog.clock_timestamp() END "
-        "WHERE job_id = $1",
-        ["int8", "int8", "int8", "float8", "text", "text"],
+        "SELECT imgfeat_internal.update_job($1, $2, $3, $4, $5, $6::pg_catalog.jsonb, $7)",
+        ["int8", "int8", "int8", "float8", "text", "text", "text"],
     )
-    plpy.commit()
+    caller.commit()
 
     progress = Progress(total)
     infer_pool = _inference_pool()
+    interruptible = state.interrupt_check(plpy)
 
     def fetch(after_id: Any) -> list[Any]:
         if after_id is None:
@@ -247,7 +251,7 @@ def _featurize(
     def prepare(rows: list[Any]) -> Prepared:
         ids = [r["id"] for r in rows]
         images = [r["image"] for r in rows]
-        prepared = prepare_batch(ids, images, spec, current.max_image_pixels, root)
+        prepared = prepare_batch(ids, images, spec, current.max_image_pixels, root, between=interruptible)
         progress.seconds["decode"] += prepared.seconds
         return prepared
 
@@ -270,13 +274,15 @@ def _featurize(
         if good_ids:
             id_text = "{" + ",".join(_array_element(i) for i in good_ids) + "}"
             plpy.execute(insert, [id_text, model_name, real_array_rows(features)])
-            plpy.execute(clear_errors, [src.oid, model_name, [str(i) for i in good_ids]])
-        for bad_id, err in prepared.failures:
-            plpy.execute(record_error, [src.oid, str(bad_id), model_name, err.error_class, err.message])
+            plpy.execute(clear_errors, [*args, [str(i) for i in good_ids]])
+        if prepared.failures:
+            plpy.execute(record_errors, [*args, [str(i) for i, _ in prepared.failures],
+                                         [e.error_class for _, e in prepared.failures],
+                                         [e.message for _, e in prepared.failures]])
         progress.done += len(good_ids)
         progress.failed += len(prepared.failures)
-        plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "running", progress.timings()])
-        plpy.commit()
+        plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "running", progress.timings(), None])
+        caller.commit()
         progress.seconds["database"] += time.perf_counter() - started
         now = time.monotonic()
         if now - progress.last_notice >= NOTICE_SECONDS:
@@ -286,34 +292,44 @@ def _featurize(
     # Pipeline: while onnxruntime runs batch k in its own thread (session.run releases the
     # GIL), this thread fetches and decodes batch k+1 and stores batch k-1. (A separate decode
     # thread was no faster on 2 cores: one thread besides onnxruntime's competes less.)
-    rows = fetch(None)
-    pending = prepare(rows) if rows else None
-    inflight: tuple[Prepared, Any] | None = None
-    while pending is not None:
-        prepared = pending
-        if prepared.failures and on_error == "raise":
+    try:
+        rows = fetch(None)
+        pending = prepare(rows) if rows else None
+        inflight: tuple[Prepared, Any] | None = None
+        while pending is not None:
+            prepared = pending
+            if prepared.failures and on_error == "raise":
+                if inflight is not None:
+                    store(*inflight)  # keep every batch before the bad one
+                bad_id, err = prepared.failures[0]
+                raise type(err)(
+                    f"image id={bad_id} in {src.quoted} could not be featurized: {err.message}",
+                    detail=err.detail,
+                    hint=(err.hint.rstrip(".") + ". " if err.hint else "")
+                    + "Pass on_error => 'skip' to record failures in imgfeat.featurize_errors and go on.",
+                )
+            running = infer_pool.submit(infer, prepared.batch) if prepared.good_ids else None
+            started = time.perf_counter()
+            next_rows = fetch(rows[-1]["id"])
+            progress.seconds["database"] += time.perf_counter() - started
+            pending = prepare(next_rows) if next_rows else None
+            rows = next_rows
             if inflight is not None:
-                store(*inflight)  # keep every batch before the bad one
-            bad_id, err = prepared.failures[0]
-            raise type(err)(
-                f"image id={bad_id} in {src.quoted} could not be featurized: {err.message}",
-                detail=err.detail,
-                hint=(err.hint.rstrip(".") + ". " if err.hint else "")
-                + "Pass on_error => 'skip' to record failures in imgfeat.featurize_errors and go on.",
-            )
-        running = infer_pool.submit(infer, prepared.batch) if prepared.good_ids else None
-        started = time.perf_counter()
-        next_rows = fetch(rows[-1]["id"])
-        progress.seconds["database"] += time.perf_counter() - started
-        pending = prepare(next_rows) if next_rows else None
-        rows = next_rows
+                store(*inflight)
+            inflight = (prepared, running)
         if inflight is not None:
             store(*inflight)
-        inflight = (prepared, running)
-    if inflight is not None:
-        store(*inflight)
-    plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "done", progress.timings()])
-    plpy.commit()
+    except Exception as exc:  # the job row says why it stopped; what was done stays done
+        message = exc.message if isinstance(exc, ImgfeatError) else str(exc).split("\n", 1)[0]
+        try:
+            plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "failed",
+                                      progress.timings(), message])
+            caller.commit()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+        raise
+    plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "done", progress.timings(), None])
+    caller.commit()
     plpy.notice(progress.message(model_name, tgt.quoted))
 
 
@@ -328,32 +344,17 @@ class Prepared:
 
 
 def prepare_batch(
-    ids: list[Any], images: list[Any], spec: Any, max_pixels: int, root: str | None
+    ids: list[Any], images: list[Any], spec: Any, max_pixels: int, root: str | None,
+    between: Any = None,
 ) -> Prepared:
-    """Read (paths under ``root`` when given) and decode one batch. Does not call ``plpy``
-    (it may run in any thread)."""
+    """Read (paths under ``root`` when given, one file at a time) and decode one batch;
+    ``between`` runs before each image (the caller lets PostgreSQL act on a cancel there)."""
     from ..core import files, image
 
     started = time.perf_counter()
-    failures: list[tuple[Any, ImgfeatError]] = []
-    payloads: list[bytes | None] = []
-    keep: list[int] = []
-    for i, data in enumerate(images):
-        if data is None:
-            failures.append((ids[i], ImageDecodeError("image is NULL")))
-            continue
-        if root is not None:
-            try:
-                data = files.read_image_file(root, data)
-            except ImgfeatError as err:
-                failures.append((ids[i], err))
-                continue
-        keep.append(i)
-        payloads.append(data)
-    batch, ok, bad = image.images_to_batch(payloads, spec, max_pixels=max_pixels)
-    failures.extend((ids[keep[j]], err) for j, err in bad)
-    failures.sort(key=lambda f: ids.index(f[0]))
-    return Prepared([ids[keep[j]] for j in ok], batch, failures, time.perf_counter() - started)
+    read = None if root is None else (lambda path: files.read_image_file(root, path))
+    batch, ok, bad = image.images_to_batch(images, spec, max_pixels=max_pixels, read=read, between=between)
+    return Prepared([ids[j] for j in ok], batch, [(ids[j], err) for j, err in bad], time.perf_counter() - started)
 
 
 _POOL: list[Any] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -24,6 +25,13 @@ from .. import __version__
 from ..core.errors import ImgfeatError, MissingPackageError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# One BLAS/OpenMP thread per backend (unless the server's environment says otherwise), set
+# before numpy, scipy or scikit-learn are imported: many backends each starting a pool of
+# threads per CPU oversubscribe the server, and a BLAS pool that cannot start its threads
+# (when the machine is out of processes) waits forever where no cancel reaches it.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 PACKAGES = ("numpy", "onnxruntime", "PIL", "sklearn", "onnx")
 """The server-side packages ``python_info()`` reports."""
@@ -136,10 +144,12 @@ def featurize_table(
     plpy: Any, source: str, target: str, model_name: str, id_column: str, image_column: str,
     batch_size: int, on_error: str,
 ) -> None:
-    """``CALL imgfeat.featurize``: see :func:`imgfeat.db.jobs.featurize`."""
-    from . import jobs
+    """``CALL imgfeat.featurize``: see :func:`imgfeat.db.jobs.featurize` (run under a pinned
+    ``search_path``: :func:`imgfeat.db.state.procedure_context`)."""
+    from . import jobs, state
 
-    jobs.featurize(plpy, source, target, model_name, id_column, image_column, batch_size, on_error)
+    with state.procedure_context(plpy, source) as caller:
+        jobs.featurize(plpy, caller, target, model_name, id_column, image_column, batch_size, on_error)
 
 
 # --------------------------------------------------------------------------- the model registry
@@ -225,13 +235,15 @@ def train_logistic_regression(
     plpy: Any, classifier_name: str, source: str, features_column: str, label_column: str, l1_weight: float,
     l2_weight: float, max_iterations: int, normalize: bool, class_weight: str | None, replace: bool,
 ) -> None:
-    """``CALL imgfeat.train_logistic_regression``: see :func:`imgfeat.db.classifiers.train`."""
-    from . import classifiers
+    """``CALL imgfeat.train_logistic_regression``: see :func:`imgfeat.db.classifiers.train` (run
+    under a pinned ``search_path``: :func:`imgfeat.db.state.procedure_context`)."""
+    from . import classifiers, state
 
-    classifiers.train(
-        plpy, classifier_name, source, features_column, label_column, l1_weight, l2_weight, max_iterations,
-        normalize, class_weight, replace,
-    )
+    with state.procedure_context(plpy, source) as caller:
+        classifiers.train(
+            plpy, classifier_name, caller.source_oid, features_column,
+            label_column, l1_weight, l2_weight, max_iterations, normalize, class_weight, replace,
+        )
 
 
 def classifier_cached(classifier_name: str | None, version: str | None) -> bool:

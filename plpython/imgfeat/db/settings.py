@@ -17,6 +17,7 @@ the library lives is no setting at all: it is fixed when the extension is instal
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,17 +57,34 @@ def trusted_setting(plpy: Any, config: dict[str, str], name: str) -> str | None:
     return configured
 
 
-def parse_int(raw: str | None, default: int, name: str, *, minimum: int = 0) -> int:
-    """An integer setting's value; ``default`` when unset or empty. Raises ConfigurationError if not an integer >= minimum."""
+def parse_int(raw: str | None, default: int, name: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """An integer setting's value; ``default`` when unset or empty.
+
+    Raises:
+        ConfigurationError: not an integer, or outside [minimum, maximum].
+    """
     if raw in (None, ""):
         return default
     try:
         value = int(float(raw))  # type: ignore[arg-type]
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ConfigurationError(f"{name} must be an integer, not {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be at least {minimum}, not {value}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ConfigurationError(f"{name} must be {bound}, not {value}")
     return value
+
+
+MAX_SESSION_CACHE_SIZE = 16
+"""Most models a backend may keep loaded (``imgfeat.session_cache_size``): each holds its
+weights and onnxruntime's buffers (about 0.1 to 0.5 GB for the zoo's networks)."""
+
+
+def max_threads() -> int:
+    """Most onnxruntime threads a session may ask for (``imgfeat.intra_op_num_threads``,
+    ``imgfeat.inter_op_num_threads``): the server's CPUs. More only oversubscribe them, and
+    an unbounded number lets one session exhaust the server's processes and memory."""
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -92,9 +110,11 @@ def settings_from(
 
     return Settings(
         max_image_pixels=min(parse_int(max_pixels, ceiling, "imgfeat.max_image_pixels", minimum=1), ceiling),
-        intra_op_num_threads=parse_int(intra, runtime.DEFAULT_INTRA_OP_THREADS, "imgfeat.intra_op_num_threads"),
-        inter_op_num_threads=parse_int(inter, 1, "imgfeat.inter_op_num_threads"),
-        session_cache_size=parse_int(cache_size, runtime.DEFAULT_CACHE_SIZE, "imgfeat.session_cache_size", minimum=1),
+        intra_op_num_threads=parse_int(intra, runtime.DEFAULT_INTRA_OP_THREADS, "imgfeat.intra_op_num_threads",
+                                       maximum=max_threads()),
+        inter_op_num_threads=parse_int(inter, 1, "imgfeat.inter_op_num_threads", maximum=max_threads()),
+        session_cache_size=parse_int(cache_size, runtime.DEFAULT_CACHE_SIZE, "imgfeat.session_cache_size", minimum=1,
+                                     maximum=MAX_SESSION_CACHE_SIZE),
     )
 
 

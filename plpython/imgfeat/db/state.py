@@ -11,7 +11,13 @@ pixel ceiling, the session's settings) and nothing here touches SPI.
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 from ..core import runtime
 from ..core.cache import LruCache
@@ -70,6 +76,129 @@ def registry_of(plpy: Any) -> registry.Registry:
     if "registry" not in _SPI:
         _SPI["registry"] = registry.Registry(plpy)
     return _SPI["registry"]  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- procedures
+
+PINNED_SEARCH_PATH = "pg_catalog, pg_temp"
+"""The search_path imgfeat's SQL runs under: the system catalog first, the session's temporary
+schema last (so no temporary type shadows a built-in one), nothing a user can create objects in."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What a procedure reads in its caller's context before it pins ``search_path``, and how
+    it commits (:func:`procedure_context`)."""
+
+    schema: str | None
+    """The caller's ``current_schema()``: where an unqualified new target goes."""
+    source_oid: int | None
+    """The OID of the procedure's ``regclass`` argument (resolved with the caller's path)."""
+    plpy: Any
+
+    def commit(self) -> None:
+        """Commit, and pin ``search_path`` again for the transaction that starts."""
+        self.plpy.commit()
+        _pin(self.plpy)
+
+
+def _pin(plpy: Any) -> None:
+    plpy.execute(f"SELECT pg_catalog.set_config('search_path', '{PINNED_SEARCH_PATH}', true)")
+
+
+@contextmanager
+def procedure_context(plpy: Any, source: str | None = None) -> Iterator[Caller]:
+    """Run a procedure's body under :data:`PINNED_SEARCH_PATH`.
+
+    Functions pin ``search_path`` with ``SET`` in their definition; procedures cannot (a
+    procedure with a ``SET`` clause may not commit), so they would run their queries under the
+    caller's path, where another role may have put an ``array_agg`` or an ``=`` of its own, or a
+    temporary ``text`` type, that PostgreSQL would pick over the built-in one and run with the
+    caller's rights. The path is pinned for the current transaction only (``SET LOCAL``), again
+    after every :meth:`Caller.commit`, and given back at the end, so the caller's session keeps
+    its own path whatever happens. ``source`` (a ``regclass`` argument, as text in the caller's
+    terms) is resolved to an OID first, with the caller's path, as the caller meant it.
+    """
+    row = plpy.execute(
+        "SELECT pg_catalog.current_setting('search_path') AS path, pg_catalog.current_schema() AS schema"
+    )[0]
+    oid = None
+    if source is not None:
+        oid = plpy.execute(
+            plpy.prepare("SELECT $1::pg_catalog.regclass::pg_catalog.oid::pg_catalog.int8 AS oid", ["pg_catalog.text"]),
+            [source],
+        )[0]["oid"]
+    _pin(plpy)
+    try:
+        yield Caller(row["schema"], oid, plpy)
+    finally:
+        plpy.execute(plpy.prepare("SELECT pg_catalog.set_config('search_path', $1, true)", ["pg_catalog.text"]),
+                     [row["path"]])
+
+
+# --------------------------------------------------------------------------- interrupts
+
+POLL_SECONDS = 0.1
+"""How often a long computation lets PostgreSQL act on a cancel or a termination."""
+
+_ABANDONED: list[threading.Thread] = []
+"""Computations whose query was cancelled while they ran; they finish (bounded) and are dropped."""
+
+
+def interrupt_check(plpy: Any) -> Callable[[], None]:
+    """A function that lets PostgreSQL act on a pending cancel (``pg_cancel_backend``,
+    ``statement_timeout``) or termination (``pg_terminate_backend``): PL/Python checks for
+    interrupts only when it runs a query, so long Python work calls this now and then; it
+    raises the cancel's error, or the backend exits."""
+    plan = plpy.prepare("SELECT 1")
+
+    def check() -> None:
+        plpy.execute(plan)
+
+    return check
+
+
+def run_interruptibly(plpy: Any, work: Callable[[], T], what: str) -> T:
+    """``work()``, run in a thread while this backend keeps answering cancels and terminations
+    (:func:`interrupt_check` every :data:`POLL_SECONDS`): library code such as scikit-learn's
+    solvers never returns to PostgreSQL until it is done. A cancelled ``work`` cannot be
+    stopped; it runs on, bounded by its own limits, and the next call waits for nothing: it
+    refuses to start while one is still running.
+
+    Raises:
+        ImgfeatError: an earlier cancelled ``what`` of this session is still running.
+        Whatever ``work`` raises, or the cancel's error.
+    """
+    from ..core.errors import ImgfeatError
+
+    _ABANDONED[:] = [t for t in _ABANDONED if t.is_alive()]
+    if _ABANDONED:
+        raise ImgfeatError(
+            f"a cancelled {what} of this connection is still finishing",
+            hint="Try again in a moment, or from a new connection.",
+        )
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the backend's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"imgfeat-{what}", daemon=True)
+    check = interrupt_check(plpy)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(POLL_SECONDS)
+            if thread.is_alive():
+                check()
+    except BaseException:
+        _ABANDONED.append(thread)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- settings

@@ -217,7 +217,9 @@ def test_quoted_identifiers_and_views(analyst: psycopg.Connection[Any]) -> None:
 # --------------------------------------------------------------------------- the cache
 
 
-def test_cache_reloads_when_the_classifier_changes(analyst: psycopg.Connection[Any], analyst_dsn: str) -> None:
+def test_cache_reloads_when_the_classifier_changes(
+    analyst: psycopg.Connection[Any], analyst_dsn: str, conn: psycopg.Connection[Any]
+) -> None:
     X = np.array([[0.0], [1.0], [2.0], [3.0]], dtype=np.float32)
     make_table(analyst, "clf_swap", X, ["low", "low", "high", "high"])
     analyst.execute("CALL imgfeat.train_logistic_regression('clf_swap', 'clf_swap', replace => true)")
@@ -227,9 +229,9 @@ def test_cache_reloads_when_the_classifier_changes(analyst: psycopg.Connection[A
         other.execute("UPDATE clf_swap SET label = CASE label WHEN 'low' THEN 'high' ELSE 'low' END")
         other.execute("CALL imgfeat.train_logistic_regression('clf_swap', 'clf_swap', replace => true)")
     assert analyst.execute(q).fetchone() == ("low",)
-    analyst.execute("UPDATE imgfeat.classifiers SET intercepts = ARRAY[-100.0] WHERE name = 'clf_swap'")
+    conn.execute("UPDATE imgfeat.classifiers SET intercepts = ARRAY[-100.0] WHERE name = 'clf_swap'")  # a superuser's edit
     assert analyst.execute(q).fetchone() == ("high",)  # intercept -100: classes[1] = 'high'
-    analyst.execute("DELETE FROM imgfeat.classifiers WHERE name = 'clf_swap'")
+    assert analyst.execute("SELECT imgfeat.drop_classifier('clf_swap')").fetchone() == (True,)
     with pytest.raises(psycopg.errors.UndefinedObject):
         analyst.execute(q)
 

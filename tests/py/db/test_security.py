@@ -9,6 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from fix_roles import connect_as
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -58,7 +60,7 @@ def tiny_features(conn: psycopg.Connection[Any]) -> str:
 def test_classifiers_belong_to_their_owner(
     alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], admin: psycopg.Connection[Any], tiny_features: str
 ) -> None:
-    alice.execute("DELETE FROM imgfeat.classifiers WHERE name = 'alice_clf'")
+    alice.execute("SELECT imgfeat.drop_classifier('alice_clf')")
     alice.execute(f"CALL imgfeat.train_logistic_regression('alice_clf', '{tiny_features}')")
     # bob uses it ...
     assert bob.execute("SELECT imgfeat.predict('alice_clf', ARRAY[1, 0.5]::real[])").fetchone() is not None
@@ -66,8 +68,15 @@ def test_classifiers_belong_to_their_owner(
     with pytest.raises(psycopg.errors.InsufficientPrivilege) as exc:
         bob.execute(f"CALL imgfeat.train_logistic_regression('alice_clf', '{tiny_features}', replace => true)")
     assert "belongs to imgfeat_test_alice" in (exc.value.diag.message_primary or "")
-    bob.execute("UPDATE imgfeat.classifiers SET intercepts = '{0}' WHERE name = 'alice_clf'")
-    bob.execute("DELETE FROM imgfeat.classifiers WHERE name = 'alice_clf'")
+    for attempt in ("UPDATE imgfeat.classifiers SET intercepts = '{0}' WHERE name = 'alice_clf'",
+                    "DELETE FROM imgfeat.classifiers WHERE name = 'alice_clf'",
+                    "SELECT imgfeat.drop_classifier('alice_clf')",
+                    "SELECT imgfeat_internal.store_classifier(name, format, classes, label_type, coefficients, '{0}', "
+                    "scale_mean, scale_std, feature_dim, hyperparameters, model_name, training_source, training_rows, "
+                    "n_iterations, training_metrics, warnings, library_versions, true) "
+                    "FROM imgfeat.classifiers WHERE name = 'alice_clf'"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            bob.execute(attempt)
     assert alice.execute(
         "SELECT owner, intercepts <> '{0}' FROM imgfeat.classifiers WHERE name = 'alice_clf'"
     ).fetchone() == ("imgfeat_test_alice", True)
@@ -75,7 +84,8 @@ def test_classifiers_belong_to_their_owner(
     admin.execute(f"CALL imgfeat.train_logistic_regression('alice_clf', '{tiny_features}', replace => true)")
     assert admin.execute("SELECT owner, trained_by FROM imgfeat.classifiers WHERE name = 'alice_clf'").fetchone() == (
         "imgfeat_test_alice", "imgfeat_test_admin")
-    assert admin.execute("DELETE FROM imgfeat.classifiers WHERE name = 'alice_clf'").rowcount == 1
+    assert admin.execute("SELECT imgfeat.drop_classifier('alice_clf')").fetchone() == (True,)
+    assert admin.execute("SELECT imgfeat.drop_classifier('alice_clf')").fetchone() == (False,)
 
 
 def test_procedures_run_with_the_callers_rights(alice: psycopg.Connection[Any], conn: psycopg.Connection[Any], resnet18: str) -> None:
@@ -86,7 +96,7 @@ def test_procedures_run_with_the_callers_rights(alice: psycopg.Connection[Any], 
 
 
 def test_job_rows_are_written_by_their_owner(
-    alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], conn: psycopg.Connection[Any], resnet18: str
+    alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], conn: psycopg.Connection[Any], resnet18: str, dsn: str
 ) -> None:
     conn.execute("DROP TABLE IF EXISTS public.empty_images")
     conn.execute("CREATE TABLE public.empty_images (id int PRIMARY KEY, image bytea)")
@@ -95,10 +105,16 @@ def test_job_rows_are_written_by_their_owner(
     alice.execute("CALL imgfeat.featurize('public.empty_images', 'alice_out', %s)", (resnet18,))
     job = alice.execute("SELECT job_id FROM imgfeat.featurize_jobs WHERE started_by = current_user ORDER BY job_id DESC LIMIT 1").fetchone()
     assert job is not None
-    assert bob.execute("UPDATE imgfeat.featurize_jobs SET status = 'done', rows_done = 999 WHERE job_id = %s", job).rowcount == 0
-    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        bob.execute("INSERT INTO imgfeat.featurize_jobs (source, target, model_name, rows_total, started_by) "
-                    "VALUES ('public.empty_images', 'x', 'x', 0, 'imgfeat_test_alice')")
+    for attempt in ("UPDATE imgfeat.featurize_jobs SET status = 'done', rows_done = 999 WHERE job_id = %s",
+                    "INSERT INTO imgfeat.featurize_jobs (source, target, model_name, rows_total, started_by) "
+                    "VALUES ('public.empty_images', 'x', 'x', 0, 'imgfeat_test_alice') RETURNING %s",
+                    # the job's own update function: only the backend that runs it, as its role
+                    "SELECT imgfeat_internal.update_job(%s, 999, 0, 1.0, 'done', NULL, NULL)"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            bob.execute(attempt, job)
+    with connect_as(dsn, "imgfeat_test_alice") as elsewhere, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        elsewhere.execute("SELECT imgfeat_internal.update_job(%s, 999, 0, 1.0, 'done', NULL, NULL)", job)  # not alice elsewhere
+    assert alice.execute("SELECT status, rows_done FROM imgfeat.featurize_jobs WHERE job_id = %s", job).fetchone() == ("done", 0)
 
 
 def test_no_code_carrying_formats_in_the_library() -> None:
@@ -160,13 +176,17 @@ def test_errors_and_jobs_are_visible_to_who_can_read_the_source(
         "SELECT id, count(*) FROM imgfeat.featurize_errors WHERE source = 'public.alice_only'::regclass GROUP BY id ORDER BY id"
     ).fetchall() == [("1", 1), ("2", 1)]
     assert bob.execute("SELECT count(*) FROM imgfeat.featurize_errors WHERE source::text LIKE '%alice_only%'").fetchone() == (0,)
-    assert bob.execute("DELETE FROM imgfeat.featurize_errors").rowcount == 0
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        bob.execute("DELETE FROM imgfeat.featurize_errors")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):  # bob may not read the source
+        bob.execute("SELECT imgfeat_internal.clear_errors('public.alice_only', 'public.alice_only_out', %s, '{1,2}')", (resnet18,))
+    assert alice.execute("SELECT count(*) FROM imgfeat.featurize_errors WHERE source = 'public.alice_only'::regclass").fetchone() == (2,)
     assert bob.execute("SELECT count(*) FROM imgfeat.featurize_progress WHERE target LIKE '%alice_only%'").fetchone() == (0,)
     assert alice.execute("SELECT count(*) FROM imgfeat.featurize_progress WHERE target LIKE '%alice_only%'").fetchone()[0] >= 2  # type: ignore[index]
 
 
 def test_trained_by_cannot_be_forged(alice: psycopg.Connection[Any], tiny_features: str) -> None:
-    alice.execute("DELETE FROM imgfeat.classifiers WHERE name = 'alice_forge'")
+    alice.execute("SELECT imgfeat.drop_classifier('alice_forge')")
     alice.execute(f"CALL imgfeat.train_logistic_regression('alice_forge', '{tiny_features}')")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         alice.execute("UPDATE imgfeat.classifiers SET trained_by = 'postgres' WHERE name = 'alice_forge'")

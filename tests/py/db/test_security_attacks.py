@@ -161,7 +161,7 @@ def victim_classifier(conn: psycopg.Connection[Any], bob: psycopg.Connection[Any
     conn.execute("INSERT INTO public.victim_features SELECT i, ARRAY[i % 2 + (i % 7) / 10.0, (i % 5) / 5.0]::real[], "
                  "CASE WHEN i % 2 = 0 THEN 'even' ELSE 'odd' END FROM generate_series(1, 40) i")
     conn.execute("GRANT SELECT ON public.victim_features TO imgfeat_user")
-    bob.execute("DELETE FROM imgfeat.classifiers WHERE name = 'bobs_clf'")
+    bob.execute("SELECT imgfeat.drop_classifier('bobs_clf')")
     bob.execute("CALL imgfeat.train_logistic_regression('bobs_clf', 'public.victim_features')")
     return "bobs_clf"
 
@@ -517,3 +517,300 @@ def test_reinstalling_the_library_never_shows_a_half_installed_one(conn: psycopg
     # the installed library still serves this cluster
     with connect_as(conn.info.dsn, "imgfeat_test_analyst") as fresh:
         assert fresh.execute("SELECT (imgfeat.python_info())->>'imgfeat'").fetchone() == (version,)
+
+
+# --------------------------------------------------------------------------- 9. the caller's search_path in procedures
+
+
+@pytest.fixture
+def trap_log(conn: psycopg.Connection[Any]) -> Iterator[str]:
+    """A table every role may insert into: planted code writes who ran it there."""
+    conn.execute("DROP TABLE IF EXISTS public.trap_log")
+    conn.execute("CREATE TABLE public.trap_log (who name, what text)")
+    conn.execute("GRANT INSERT, SELECT ON public.trap_log TO PUBLIC")
+    yield "public.trap_log"
+    conn.execute("DROP TABLE IF EXISTS public.trap_log")
+
+
+@pytest.fixture
+def victim_images(conn: psycopg.Connection[Any], face_bytes: bytes) -> Iterator[str]:
+    conn.execute("DROP TABLE IF EXISTS public.victim_images, public.victim_out, public.victim_labelled CASCADE")
+    conn.execute("CREATE TABLE public.victim_images (id int PRIMARY KEY, image bytea)")
+    conn.execute("INSERT INTO public.victim_images VALUES (1, %s), (2, %s)", (face_bytes, face_bytes))
+    conn.execute("CREATE TABLE public.victim_labelled (id int PRIMARY KEY, features real[], label text)")
+    conn.execute("INSERT INTO public.victim_labelled SELECT i, ARRAY[i % 2, i % 3]::real[], "
+                 "CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END FROM generate_series(1, 20) i")
+    conn.execute("GRANT SELECT ON public.victim_images, public.victim_labelled TO imgfeat_test_bob")
+    conn.execute("GRANT CREATE ON SCHEMA public TO imgfeat_test_alice, imgfeat_test_bob")
+    yield "public.victim_images"
+    conn.execute("DROP TABLE IF EXISTS public.victim_images, public.victim_out, public.victim_labelled CASCADE")
+
+
+def test_functions_planted_in_public_do_not_run_in_others_procedures(
+    alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], conn: psycopg.Connection[Any],
+    trap_log: str, victim_images: str, resnet18: str,
+) -> None:
+    """An analyst with CREATE on public plants an exact-match array_agg(text) (and an = on
+    text): the procedures must not pick them up when another role calls them."""
+    alice.execute("DROP AGGREGATE IF EXISTS public.array_agg(text)")
+    alice.execute(
+        "CREATE OR REPLACE FUNCTION public.trap_sfunc(text[], text) RETURNS text[] LANGUAGE plpgsql AS "
+        "$$BEGIN INSERT INTO public.trap_log VALUES (current_user, 'array_agg'); RETURN array_append($1, $2); END$$"
+    )
+    alice.execute("CREATE AGGREGATE public.array_agg(text) (SFUNC = public.trap_sfunc, STYPE = text[])")
+    alice.execute(
+        "CREATE OR REPLACE FUNCTION public.trap_eq(text, text) RETURNS boolean LANGUAGE plpgsql AS "
+        "$$BEGIN INSERT INTO public.trap_log VALUES (current_user, '='); RETURN $1 OPERATOR(pg_catalog.=) $2; END$$"
+    )
+    alice.execute("DROP OPERATOR IF EXISTS public.= (text, text)")
+    alice.execute("CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.trap_eq)")
+    try:
+        path = bob.execute("SHOW search_path").fetchone()
+        bob.execute("CALL imgfeat.featurize('public.victim_images', 'victim_out', %s)", (resnet18,))
+        bob.execute("CALL imgfeat.featurize('public.victim_images', 'victim_out', %s)", (resnet18,))  # resume
+        bob.execute("CALL imgfeat.train_logistic_regression('victim_clf', 'public.victim_labelled', replace => true)")
+        conn.execute("CALL imgfeat.featurize('public.victim_images', 'public.victim_out_su', %s)", (resnet18,))
+        assert bob.execute("SHOW search_path").fetchone() == path  # the caller's own path is given back
+        assert conn.execute("SELECT count(*) FROM public.victim_out").fetchone() == (2,)
+        assert conn.execute("SELECT who, what FROM public.trap_log").fetchall() == []
+    finally:
+        conn.execute("DROP AGGREGATE IF EXISTS public.array_agg(text)")
+        conn.execute("DROP OPERATOR IF EXISTS public.= (text, text)")
+        conn.execute("DROP FUNCTION IF EXISTS public.trap_sfunc(text[], text), public.trap_eq(text, text)")
+        conn.execute("DROP TABLE IF EXISTS public.victim_out_su")
+        bob.execute("SELECT imgfeat.drop_classifier('victim_clf')")
+
+
+def test_a_failing_procedure_gives_the_callers_search_path_back(
+    bob: psycopg.Connection[Any], victim_images: str, resnet18: str, face_bytes: bytes, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute("INSERT INTO public.victim_images VALUES (3, 'not an image')")
+    bob.execute("SET search_path = public, pg_catalog")
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        bob.execute("CALL imgfeat.featurize('victim_images', 'victim_out', %s, batch_size => 1)", (resnet18,))
+    assert bob.execute("SHOW search_path").fetchone() == ("public, pg_catalog",)
+    assert bob.execute("SELECT count(*) FROM victim_out").fetchone() == (2,)  # batches before the bad one kept
+    assert bob.execute("SELECT status, error LIKE '%id=3%' FROM imgfeat.featurize_jobs WHERE target = 'public.victim_out' "
+                       "ORDER BY job_id DESC LIMIT 1").fetchone() == ("failed", True)
+
+
+def test_temporary_types_of_a_pooled_session_do_not_run_as_the_next_role(
+    pool: psycopg.Connection[Any], conn: psycopg.Connection[Any], trap_log: str, victim_images: str, resnet18: str,
+) -> None:
+    """In a pool, one role SET ROLE'd in the session before another: its temporary domains named
+    like built-in types (jsonb, text) must not be picked by the procedures the next role calls."""
+    pool.execute("SET ROLE imgfeat_test_alice")
+    pool.execute(
+        "CREATE FUNCTION pg_temp.trap_check(anyelement) RETURNS boolean LANGUAGE plpgsql AS "
+        "$$BEGIN INSERT INTO public.trap_log VALUES (current_user, 'domain'); RETURN true; END$$"
+    )
+    for builtin in ("jsonb", "text"):
+        pool.execute(f"CREATE DOMAIN pg_temp.{builtin} AS pg_catalog.{builtin} CHECK (pg_temp.trap_check(VALUE))")
+    pool.execute("RESET ROLE")
+    pool.execute("SET ROLE imgfeat_test_bob")
+    pool.execute("CALL imgfeat.featurize('public.victim_images', 'victim_out', %s)", (resnet18,))
+    pool.execute("CALL imgfeat.train_logistic_regression('victim_clf2', 'public.victim_labelled', replace => true)")
+    pool.execute("SELECT imgfeat.drop_classifier('victim_clf2')")
+    assert conn.execute("SELECT who, what FROM public.trap_log").fetchall() == []
+
+
+# --------------------------------------------------------------------------- 10. other roles' tables as targets
+
+
+def test_a_target_planted_by_another_role_is_refused(
+    alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], conn: psycopg.Connection[Any],
+    trap_log: str, victim_images: str, resnet18: str,
+) -> None:
+    alice.execute("DROP TABLE IF EXISTS public.squatted")
+    alice.execute("CREATE TABLE public.squatted (id int NOT NULL, model_name text NOT NULL, features real[] NOT NULL, "
+                  "featurized_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, model_name))")
+    alice.execute("GRANT ALL ON public.squatted TO PUBLIC")
+    alice.execute(
+        "CREATE FUNCTION public.trap_trigger() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN INSERT INTO public.trap_log VALUES (current_user, 'trigger'); RETURN NEW; END$$"
+    )
+    alice.execute("CREATE TRIGGER trap BEFORE INSERT ON public.squatted FOR EACH ROW EXECUTE FUNCTION public.trap_trigger()")
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as exc:
+            bob.execute("CALL imgfeat.featurize('public.victim_images', 'squatted', %s)", (resnet18,))
+        assert "belongs to imgfeat_test_alice" in (exc.value.diag.message_primary or "")
+        assert conn.execute("SELECT count(*) FROM public.squatted").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM public.trap_log").fetchone() == (0,)
+    finally:
+        conn.execute("DROP TABLE IF EXISTS public.squatted")
+        conn.execute("DROP FUNCTION IF EXISTS public.trap_trigger()")
+
+
+# --------------------------------------------------------------------------- 11. locking the shared tables
+
+
+SHARED_TABLES = ("imgfeat.featurize_jobs", "imgfeat.classifiers", "imgfeat.featurize_errors", "imgfeat.models",
+                 "imgfeat.model_chunks", "imgfeat_internal.job_locks")
+
+
+@pytest.mark.parametrize("mode", ["ROW EXCLUSIVE", "SHARE", "EXCLUSIVE", "ACCESS EXCLUSIVE"])
+def test_analysts_cannot_lock_the_shared_tables(dsn: str, alice: psycopg.Connection[Any], mode: str) -> None:
+    with connect_as(dsn, "imgfeat_test_alice") as attacker:
+        for table in SHARED_TABLES:
+            with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidSchemaName)), attacker.transaction():
+                attacker.execute(f"LOCK TABLE {table} IN {mode} MODE")
+
+
+def test_what_analysts_can_lock_blocks_no_one(
+    dsn: str, bob: psycopg.Connection[Any], victim_images: str, resnet18: str, face_bytes: bytes,
+) -> None:
+    """The strongest lock an analyst can take on the shared tables (ACCESS SHARE, from SELECT)
+    leaves every other role's featurize, train, predict and progress running."""
+    with connect_as(dsn, "imgfeat_test_alice") as attacker:
+        attacker.execute("BEGIN")
+        for table in SHARED_TABLES:
+            try:
+                attacker.execute(f"LOCK TABLE {table} IN ACCESS SHARE MODE")
+            except psycopg.errors.InsufficientPrivilege:
+                attacker.execute("ROLLBACK")
+                attacker.execute("BEGIN")
+        bob.execute("SET lock_timeout = '5s'")
+        bob.execute("CALL imgfeat.featurize('public.victim_images', 'victim_out', %s)", (resnet18,))
+        bob.execute("CALL imgfeat.train_logistic_regression('victim_clf3', 'public.victim_labelled', replace => true)")
+        assert bob.execute("SELECT imgfeat.predict('victim_clf3', ARRAY[1, 2]::real[])").fetchone() is not None
+        assert bob.execute("SELECT count(*) FROM imgfeat.featurize_progress WHERE target = 'public.victim_out'").fetchone()[0] >= 1  # type: ignore[index]
+        bob.execute("SELECT imgfeat.drop_classifier('victim_clf3')")
+        attacker.execute("ROLLBACK")
+
+
+# --------------------------------------------------------------------------- 12. the lock key of another role's job
+
+
+def test_a_role_sharing_the_source_cannot_block_a_job_into_a_private_target(
+    alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], conn: psycopg.Connection[Any],
+    victim_images: str, resnet18: str,
+) -> None:
+    conn.execute("GRANT SELECT ON public.victim_images TO imgfeat_test_alice")  # a shared source
+    bob.execute("CALL imgfeat.featurize('public.victim_images', 'victim_out', %s)", (resnet18,))  # bob's own target
+    for attack in (
+        "SELECT lock_key FROM imgfeat_internal.job_locks",
+        "INSERT INTO imgfeat_internal.job_locks VALUES ('public.victim_images', 'public.victim_out', 'resnet18', 1)",
+        "SELECT pg_advisory_lock(imgfeat_internal.job_lock_key('public.victim_images', 'public.victim_out', 'resnet18'))",
+        "SELECT imgfeat_internal.record_errors('public.victim_images', 'public.victim_out', 'resnet18', '{1}', '{x}', '{forged}')",
+        "SELECT imgfeat_internal.clear_errors('public.victim_images', 'public.victim_out', 'resnet18', '{1}')",
+        "SELECT imgfeat_internal.start_job('public.victim_images', 'public.victim_out', 'resnet18', 99)",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            alice.execute(attack)
+    conn.execute("INSERT INTO public.victim_images VALUES (9, (SELECT image FROM public.victim_images WHERE id = 1))")
+    bob.execute("SET lock_timeout = '5s'")
+    bob.execute("CALL imgfeat.featurize('public.victim_images', 'victim_out', %s)", (resnet18,))
+    assert conn.execute("SELECT array_agg(id ORDER BY id) FROM public.victim_out").fetchone() == ([1, 2, 9],)
+
+
+# --------------------------------------------------------------------------- 13. resources
+
+
+@pytest.mark.parametrize("setting", ["imgfeat.intra_op_num_threads", "imgfeat.inter_op_num_threads"])
+def test_a_session_cannot_ask_for_more_threads_than_cpus(analyst: psycopg.Connection[Any], resnet18: str, face_bytes: bytes, setting: str) -> None:
+    analyst.execute(f"SET {setting} = '100000'")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as exc:
+        analyst.execute("SELECT imgfeat.featurize_image(%s, %s)", (face_bytes, resnet18))
+    assert f"{setting} must be between" in (exc.value.diag.message_primary or "")
+    analyst.execute(f"SET {setting} = '{os.cpu_count()}'")
+    assert analyst.execute("SELECT cardinality(imgfeat.featurize_image(%s, %s))", (face_bytes, resnet18)).fetchone() == (512,)
+
+
+def test_session_cache_size_is_bounded(analyst: psycopg.Connection[Any], resnet18: str, face_bytes: bytes) -> None:
+    analyst.execute("SET imgfeat.session_cache_size = '1000'")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+        analyst.execute("SELECT imgfeat.featurize_image(%s, %s)", (face_bytes, resnet18))
+
+
+@pytest.fixture
+def noise_table(conn: psycopg.Connection[Any]) -> Iterator[str]:
+    """1000 rows of 2048 random features with random labels: a problem that does not converge."""
+    conn.execute("DROP TABLE IF EXISTS public.noise")
+    conn.execute("CREATE TABLE public.noise (id int PRIMARY KEY, features real[], label text)")
+    conn.execute("INSERT INTO public.noise SELECT i, (SELECT array_agg(random()::real) FROM generate_series(1, 2048) WHERE i > 0), "
+                 "CASE WHEN random() < 0.5 THEN 'a' ELSE 'b' END FROM generate_series(1, 1000) i")
+    conn.execute("GRANT SELECT ON public.noise TO imgfeat_test_analyst")
+    yield "public.noise"
+    conn.execute("DROP TABLE IF EXISTS public.noise")
+
+
+SLOW_TRAINING = ("CALL imgfeat.train_logistic_regression('noise_clf', 'public.noise', l1_weight => 1e-12, "
+                 "l2_weight => 0, max_iterations => 100000, replace => true)")
+
+
+def test_training_answers_a_statement_timeout(analyst_dsn: str, noise_table: str) -> None:
+    with connect_as(analyst_dsn, "imgfeat_test_analyst") as c:
+        c.execute("SET statement_timeout = '2s'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            c.execute(SLOW_TRAINING)
+        # the cancelled training runs on in that backend, bounded; a new one is refused meanwhile
+        c.execute("SET statement_timeout = 0")
+        with pytest.raises(psycopg.errors.InternalError) as exc:
+            c.execute(SLOW_TRAINING)
+        assert "still finishing" in (exc.value.diag.message_primary or "")
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        with connect_as(analyst_dsn, "imgfeat_test_analyst") as c:
+            c.execute(SLOW_TRAINING.replace("100000", "2000000000"))
+
+
+def test_training_ends_when_its_backend_is_terminated(conn: psycopg.Connection[Any], analyst_dsn: str, noise_table: str) -> None:
+    c = connect_as(analyst_dsn, "imgfeat_test_analyst")
+    pid = c.info.backend_pid
+    outcome: list[BaseException] = []
+
+    def train() -> None:
+        try:
+            c.execute(SLOW_TRAINING)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    for _ in range(100):  # wait until the training really runs
+        if conn.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == ("active",):
+            break
+        threading.Event().wait(0.1)
+    threading.Event().wait(1.0)
+    assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+    thread.join(60)
+    assert not thread.is_alive() and outcome and isinstance(outcome[0], psycopg.OperationalError)
+    gone = False
+    for _ in range(300):
+        if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == (0,):
+            gone = True
+            break
+        threading.Event().wait(0.1)
+    assert gone, "the backend outlived pg_terminate_backend"
+    c.close()
+
+
+def test_batch_size_is_bounded(analyst: psycopg.Connection[Any], faces_table: str, resnet18: str) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as exc:
+        analyst.execute(f"CALL imgfeat.featurize('{faces_table}', 'big_batches', %s, batch_size => 4096)", (resnet18,))
+    assert "between 1 and 512" in (exc.value.diag.message_primary or "")
+
+
+def test_a_large_float_image_decodes_in_bounded_memory(conn: psycopg.Connection[Any], analyst_dsn: str, resnet18: str) -> None:
+    """A 49-megapixel float32 TIFF (under the 50-megapixel limit; 300 KB compressed): decoding
+    it must not take several GB of float64 temporaries."""
+    rng = np.random.default_rng(5)
+    pixels = np.tile(rng.random((7000, 1), dtype=np.float32), (1, 7000))
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="TIFF", compression="tiff_adobe_deflate")  # float32: mode F
+    del pixels
+    with connect_as(analyst_dsn, "imgfeat_test_analyst") as c:
+        c.execute("SELECT imgfeat.featurize_image(%s, %s)", (_png(8, 8, (1, 2, 3)), resnet18))  # model loaded
+        pid = c.info.backend_pid
+        before = _vm_kb(pid, "VmRSS")
+        assert c.execute("SELECT cardinality(imgfeat.featurize_image(%s, %s))", (buf.getvalue(), resnet18)).fetchone() == (512,)
+        peak = _vm_kb(pid, "VmHWM")
+    # the float image is 196 MB as float32; Pillow's and numpy's copies of it, and the uint8
+    # result, fit well within 1 GB (whole-image float64 temporaries took 2.4 GB)
+    assert peak - before < 1_000_000, f"decoding took {(peak - before) / 1024:.0f} MB"
+
+
+def _vm_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
