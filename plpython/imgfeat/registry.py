@@ -261,6 +261,7 @@ def store(
     output_name: str,
     fixed_batch: bool,
     replace: bool,
+    feature_layer: str = "pooled",
 ) -> str:
     """Insert (or with ``replace``, overwrite) a model and its chunks; returns the sha256 hex digest.
 
@@ -282,14 +283,14 @@ def store(
         plpy.execute(plpy.prepare("DELETE FROM imgfeat.models WHERE name = $1", ["text"]), [name])
     insert = plpy.prepare(
         "INSERT INTO imgfeat.models (name, architecture, input_width, input_height, feature_dim, "
-        "preprocessing, weights_origin, input_name, output_name, fixed_batch, sha256, size_bytes) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12)",
-        ["text", "text", "int4", "int4", "int4", "text", "text", "text", "text", "bool", "text", "int8"],
+        "preprocessing, weights_origin, input_name, output_name, fixed_batch, sha256, size_bytes, feature_layer) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)",
+        ["text", "text", "int4", "int4", "int4", "text", "text", "text", "text", "bool", "text", "int8", "text"],
     )
     plpy.execute(
         insert,
         [name, architecture, input_width, input_height, feature_dim, json.dumps(preprocessing.to_json()),
-         weights_origin, input_name, output_name, fixed_batch, sha, len(onnx_bytes)],
+         weights_origin, input_name, output_name, fixed_batch, sha, len(onnx_bytes), feature_layer],
     )
     chunk = plpy.prepare(
         "INSERT INTO imgfeat.model_chunks (model_name, chunk_no, data) VALUES ($1, $2, $3)",

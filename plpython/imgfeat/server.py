@@ -282,9 +282,12 @@ def register_model(
     output_name: str | None,
     feature_dim: int | None,
     replace: bool,
+    feature_layer: str = "pooled",
 ) -> str:
     """``imgfeat.register_model`` (ONNX bytes) and ``imgfeat.register_large_model`` (the oid of a
-    large object holding them): validate, cut at the feature layer, store; returns the sha256."""
+    large object holding them): validate, cut at the feature layer, store; returns the sha256.
+    ``feature_layer`` (``pooled`` or ``spatial``) records what the graph's output is; for a
+    built-in architecture it sets the expected ``feature_dim``."""
     from . import registry, zoo
     from .errors import ModelError
     from .onnx_import import prepare_feature_extractor
@@ -294,9 +297,10 @@ def register_model(
         raise ModelError("name and onnx must not be NULL")
     if isinstance(onnx_bytes, int):  # a large object's oid (imgfeat.register_large_model)
         onnx_bytes = read_large_object(plpy, onnx_bytes)
+    zoo.check_feature_layer(feature_layer)
     arch = zoo.ARCHITECTURES.get(architecture or "")
     if arch is not None and feature_dim is None:
-        feature_dim = arch.feature_dim
+        feature_dim = arch.dim(feature_layer)
     prepared = prepare_feature_extractor(onnx_bytes, output=output_name, feature_dim=feature_dim)
     del onnx_bytes
     if preprocessing is not None:
@@ -333,6 +337,7 @@ def register_model(
         output_name=prepared.output_name,
         fixed_batch=prepared.fixed_batch,
         replace=replace,
+        feature_layer=feature_layer,
     )
 
 
@@ -365,10 +370,12 @@ def python_info(plpy: Any) -> str:
 
 
 @entry_point
-def register_synthetic_model(plpy: Any, architecture: str, name: str | None, seed: int, replace: bool) -> str:
+def register_synthetic_model(
+    plpy: Any, architecture: str, name: str | None, seed: int, replace: bool, feature_layer: str = "pooled",
+) -> str:
     """``imgfeat.register_synthetic_model``: build ``architecture`` with seeded weights and register it.
 
-    Returns the registered name. Raises ModelError for an unknown architecture.
+    Returns the registered name. Raises ModelError for an unknown architecture or feature layer.
     """
     from . import registry, zoo
     from .errors import ModelError
@@ -378,8 +385,9 @@ def register_synthetic_model(plpy: Any, architecture: str, name: str | None, see
         raise ModelError(
             f"unknown architecture {architecture!r}", hint=f"choose one of {', '.join(sorted(zoo.ARCHITECTURES))}"
         )
+    zoo.check_feature_layer(feature_layer)
     name = name or architecture
-    proto = zoo.build_feature_extractor(architecture, zoo.synthetic_state_dict(architecture, seed=seed))
+    proto = zoo.build_feature_extractor(architecture, zoo.synthetic_state_dict(architecture, seed=seed), feature_layer)
     onnx_bytes = proto.SerializeToString()
     del proto
     registry.store(
@@ -389,13 +397,14 @@ def register_synthetic_model(plpy: Any, architecture: str, name: str | None, see
         architecture=architecture,
         input_width=arch.input_width,
         input_height=arch.input_height,
-        feature_dim=arch.feature_dim,
+        feature_dim=arch.dim(feature_layer),
         preprocessing=arch.preprocessing,
         weights_origin="synthetic",
         input_name="input",
         output_name="features",
         fixed_batch=False,
         replace=replace,
+        feature_layer=feature_layer,
     )
     return name
 
