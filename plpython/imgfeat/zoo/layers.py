@@ -359,7 +359,10 @@ class GraphBuilder:
     def constant(self, name: str, array: np.ndarray) -> str:
         """Add ``array`` as an initializer; returns its (unique) name."""
         name = self.unique(name)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.asarray(array)
+        if not array.flags.c_contiguous:  # (np.ascontiguousarray would make a 0-d array 1-d)
+            array = np.ascontiguousarray(array)
+        self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
     def node(self, op: str, inputs: list[str], name: str, **attrs: Any) -> str:
