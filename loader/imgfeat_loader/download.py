@@ -283,8 +283,9 @@ def download_model(
     from a mirror is read the same way) are built with
     :func:`imgfeat.zoo.build_feature_extractor` for ``entry.arch``; ``onnx`` entries are sent
     whole and cut at the feature layer by the server. The entry's preprocessing and the
-    feature layer are recorded, and ``weights_origin='imagenet'`` when a checksum was
-    verified (``custom`` otherwise: nothing vouches for the file).
+    feature layer are recorded, and ``weights_origin='imagenet'`` when the catalog's checksum
+    was verified (``custom`` otherwise, ``sha256``/``hash_prefix`` overrides included: then
+    nothing but the caller vouches for the file).
 
     Raises:
         imgfeat.errors.ModelError: unknown catalog name, unreadable weights, or a file that
@@ -323,7 +324,7 @@ def download_model(
     registered = None
     if register:
         registered = _register(dsn_or_conn, entry, path, model_name or default_name, replace, feature_layer,
-                               "imagenet" if verified else "custom")
+                               "imagenet" if verified and not override else "custom")
     return DownloadedModel(entry=entry, path=path, verified=verified, registered=registered)
 
 
