@@ -214,8 +214,8 @@ def _evaluate(conn: None, args: argparse.Namespace) -> None:
 def _demo(conn: None, args: argparse.Namespace) -> None:
     from . import demo
 
-    demo.print_result(demo.run_demo(args.dsn, faces_dir=args.faces, report=args.report,
-                                    allow_download=False if args.offline else None))
+    if demo.run_main(args):
+        raise SystemExit(1)
 
 
 def _add_job_parsers(sub: Any) -> None:
@@ -251,9 +251,9 @@ def _add_job_parsers(sub: Any) -> None:
     ev.add_argument("--json", action="store_true", help="print the jsonb as it is")
     ev.set_defaults(func=_evaluate, **no_db)
     dm = sub.add_parser("demo", help="the main job: CMU faces, left vs right")
-    dm.add_argument("--faces", type=Path, help="the CMU faces directory (default: $IMGFEAT_CMU_FACES, ../shared, else download)")
-    dm.add_argument("--report", type=Path, default=Path(".imgfeat/demo-report.html"))
-    dm.add_argument("--offline", action="store_true", help="do not try to download pre-trained weights")
+    from .demo import add_arguments
+
+    add_arguments(dm)
     dm.set_defaults(func=_demo, **no_db)
 
 

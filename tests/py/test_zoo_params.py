@@ -99,7 +99,7 @@ def test_arch_specs() -> None:
         a["resnet18"].dim("grid")
     lite = a["efficientnet_lite0"].preprocessing
     assert (lite.scale, lite.mean, lite.std, lite.interpolation, lite.resize_size) == (
-        1.0, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0), "bicubic", 256)
+        1.0, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0), "bilinear", 256)
     assert a["resnet50"].preprocessing == torchvision_imagenet()
     assert a["alexnet"].preprocessing == torchvision_imagenet(size=227, resize_size=256)
     with pytest.raises(dataclasses.FrozenInstanceError):

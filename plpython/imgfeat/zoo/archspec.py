@@ -107,7 +107,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         spatial_dim=_alexnet.SPATIAL_DIM, spatial_layer=f"pool5, the last max pool (256x6x6), {_GRID}",
     ),
     # TF EfficientNet-Lite0 (converted to lukemelas' PyTorch names): 224x224, Lite's own
-    # normalisation (p - 127) / 128 and TF's eval crop (224 of a 256 resize, bicubic).
+    # normalisation (p - 127) / 128 and TF's eval crop (224 of a 256 resize; bilinear, see
+    # imgfeat.spec.tf_efficientnet_lite).
     "efficientnet_lite0": ArchSpec(
         name="efficientnet_lite0", input_width=224, input_height=224, feature_dim=_efficientnet.FEATURE_DIM,
         feature_layer="global average pool of the head (_conv_head, _bn1, ReLU6; 1280x7x7); the input of _fc",
