@@ -227,6 +227,14 @@ def test_tensor_outside_its_storage_is_refused(size: tuple[int, ...], stride: tu
         read_torch_bytes(data)
 
 
+def test_overlapping_tensor_is_refused() -> None:
+    """A stride-0 view claims 10^12 elements of a 1-element storage: not weights, and its copy
+    would exhaust memory."""
+    data = handmade_zip({"w": _Rebuild((10**6, 10**6), (0, 0))}, np.zeros(1, np.float32).tobytes(), 1)
+    with pytest.raises(ModelError, match="overlapping"):
+        read_torch_bytes(data)
+
+
 def test_storage_of_the_wrong_length_is_refused() -> None:
     data = handmade_zip({"w": _Rebuild((10,), (1,))}, np.zeros(9, np.float32).tobytes(), 10)
     with pytest.raises(ModelError, match="holds 36 bytes, not 10 elements"):

@@ -59,6 +59,9 @@ MAX_STRING = 1 << 20
 MAX_NDIM = 64
 """Most dimensions a tensor may have."""
 
+MAX_PICKLE_BYTES = 64 << 20
+"""Largest ``data.pkl`` accepted (64 MiB): the pickle holds names and shapes, the storages are separate."""
+
 # Storage class names (torch.<X>Storage, legacy typed storages) -> numpy dtype (little endian).
 STORAGE_DTYPES: dict[str, str] = {
     "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2", "BFloat16Storage": "bfloat16",
@@ -447,6 +450,12 @@ def _materialise(obj: Any, storages: Mapping[str, np.ndarray], path: str = "") -
                     f"tensor {path!r} reaches element {last} of a storage of {base.size} elements",
                     detail=f"size {obj.size}, stride {obj.stride}, offset {obj.offset}",
                 )
+            if n > base.size:  # only overlapping views (stride 0, expand) have more elements than memory
+                raise _refuse(
+                    f"tensor {path!r} has {n} elements over a storage of {base.size}: overlapping (expanded) "
+                    "tensors are not weights",
+                    detail=f"size {obj.size}, stride {obj.stride}",
+                )
             view = np.lib.stride_tricks.as_strided(
                 base[obj.offset :], shape=obj.size, strides=[s * base.itemsize for s in obj.stride], writeable=False
             )
@@ -473,6 +482,8 @@ def _read_zip(fh: BinaryIO, name: str) -> Any:
             raise ModelError(f"{name}: a zip file, but not one torch.save wrote (no single <archive>/data.pkl)")
         prefix = pkl[0][: -len("data.pkl")]
         members = set(zf.namelist())
+        if zf.getinfo(pkl[0]).file_size > MAX_PICKLE_BYTES:
+            raise ModelError(f"{name}: its pickle is {zf.getinfo(pkl[0]).file_size} bytes, over {MAX_PICKLE_BYTES}")
         order = (zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
                  if prefix + "byteorder" in members else "little")
         if order not in ("little", "big"):
@@ -492,11 +503,14 @@ def _read_zip(fh: BinaryIO, name: str) -> Any:
             member = f"{prefix}data/{key}"
             if member not in members:
                 raise ModelError(f"{name}: storage {key!r} is missing from the archive")
-            raw = zf.read(member)
-            if len(raw) != ref.numel * _itemsize(ref.dtype):
+            size = zf.getinfo(member).file_size  # checked before reading: a zip member may inflate
+            if size != ref.numel * _itemsize(ref.dtype):
                 raise ModelError(
-                    f"{name}: storage {key!r} holds {len(raw)} bytes, not {ref.numel} elements of {ref.dtype}"
+                    f"{name}: storage {key!r} holds {size} bytes, not {ref.numel} elements of {ref.dtype}"
                 )
+            raw = zf.read(member)
+            if len(raw) != size:
+                raise ModelError(f"{name}: storage {key!r} is damaged ({len(raw)} of {size} bytes)")
             storages[key] = _array(raw, ref.dtype, ref.numel, order == "big")
         return _materialise(obj, storages)
 
