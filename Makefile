@@ -67,7 +67,7 @@ test: dev
 	bash scripts/run-tests.sh
 
 demo:
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(DEMO_ARGS)
 
 demo-stop:
 	.venv/bin/python -c 'from pathlib import Path; from imgfeat_loader.cluster import LocalCluster; LocalCluster(base_dir=Path(".imgfeat/cluster").resolve(), keep=True).stop()'

@@ -82,7 +82,7 @@ def check_weights(arch: str, path: Path) -> None:
         raise BenchError(f"--weights {arch}={path}: {e.message}") from None
 
 
-def register(conn: psycopg.Connection[Any], arch: str, weights: Path | None) -> None:
+def register(conn: psycopg.Connection[Any], arch: str, weights: Path | None, origin: str = "custom") -> None:
     """Register ``arch`` under its own name: synthetic (seeded) weights, or a file: ``.onnx``
     (cut at the feature layer by the server) or a torchvision state dict (``.pth``,
     ``.safetensors``).
@@ -97,11 +97,11 @@ def register(conn: psycopg.Connection[Any], arch: str, weights: Path | None) -> 
         if weights.suffix.lower() == ".onnx":
             from imgfeat_loader.models import add_onnx
 
-            add_onnx(conn, arch, weights.read_bytes(), architecture=arch, weights_origin="custom")
+            add_onnx(conn, arch, weights.read_bytes(), architecture=arch, weights_origin=origin)
         else:
             from imgfeat_loader.models import add_weights
 
-            add_weights(conn, arch, weights, arch, weights_origin="custom")
+            add_weights(conn, arch, weights, arch, weights_origin=origin)
     except psycopg.Error as e:
         message = e.diag.message_primary or str(e).splitlines()[0]
         raise BenchError(f"--weights {arch}={weights}: the server refused it: {message[:300]}") from None
@@ -126,7 +126,8 @@ class BenchEnv:
     @classmethod
     @contextmanager
     def create(cls, dsn: str | None, files: list[Path], models: list[str],
-               weights: dict[str, Path] | None = None) -> Iterator["BenchEnv"]:
+               weights: dict[str, Path] | None = None, imagenet: set[str] | frozenset[str] = frozenset(),
+               ) -> Iterator["BenchEnv"]:
         """Start a throwaway cluster unless ``dsn`` (a superuser DSN) is given, create a fresh
         database with the extension, load ``files`` and register ``models`` (synthetic weights,
         or ``weights[arch]``: a state dict or ONNX file); drop it all at the end."""
@@ -145,7 +146,7 @@ class BenchEnv:
             host = conninfo.conninfo_to_dict(db_dsn).get("host") or ""
             env = cls(db_dsn, files, local=not host or host.startswith("/") or host in ("localhost", "127.0.0.1"),
                       _cluster=cluster, _admin_dsn=dsn, _dbname=dbname)
-            env._setup(models, weights or {})
+            env._setup(models, weights or {}, imagenet)
             yield env
         finally:
             try:
@@ -158,7 +159,7 @@ class BenchEnv:
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.dsn, autocommit=True)
 
-    def _setup(self, models: list[str], weights: dict[str, Path]) -> None:
+    def _setup(self, models: list[str], weights: dict[str, Path], imagenet: set[str] | frozenset[str] = frozenset()) -> None:
         split = split_faces(self.files)
         with self.connect() as c:
             c.execute("SET client_min_messages = warning")
@@ -171,7 +172,7 @@ class BenchEnv:
             c.execute("CREATE VIEW faces_train AS SELECT id, image FROM faces WHERE split = 'train'")
             c.execute("ANALYZE faces")
             for arch in models:
-                register(c, arch, weights.get(arch))
+                register(c, arch, weights.get(arch), "imagenet" if arch in imagenet else "custom")
                 self.models.append(arch)
 
     def model_bytes(self, name: str) -> bytes:

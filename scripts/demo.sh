@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# make demo: the main job on a fresh machine. Installs what is missing (scripts/setup-dev.sh),
+# make demo: the main job on a fresh machine. Installs what is missing (scripts/setup-dev.sh demo:
+# the project's own dependencies only, no torch, no pyspark),
 # starts a throwaway PostgreSQL cluster kept under .imgfeat/cluster (or uses IMGFEAT_DSN),
 # then runs the CMU faces job: load, featurize, train, evaluate, report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-dev.sh
+bash scripts/setup-dev.sh demo
 if [ -n "${IMGFEAT_DSN:-}" ]; then
   exec .venv/bin/python -m imgfeat_loader.demo --dsn "$IMGFEAT_DSN" "$@"
 fi

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Sets up everything `make test`, `make bench` and the demo need on a Debian/Ubuntu host:
-# Debian packages (PostgreSQL server, PL/Python, PGXS headers, pip for the system Python),
-# a virtualenv in .venv with the project and its test dependencies, and `make install`
-# (the extension and the server-side library). Idempotent: repeated runs do little.
+# Sets up what `make test`, `make bench` (mode `dev`, the default) or `make demo` (mode `demo`)
+# need on a Debian/Ubuntu host: Debian packages (PostgreSQL server, PL/Python, PGXS headers,
+# pip for the system Python; for `dev` also Java and the JDBC driver for the Spark tests),
+# a virtualenv in .venv with the project (`demo`: the project alone, no torch, no pyspark;
+# `dev`: with the test and spark extras), and `make install` (the extension and the
+# server-side library). Idempotent: repeated runs do little.
+#   usage: scripts/setup-dev.sh [dev|demo]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE="${1:-dev}"
+case "$MODE" in dev|demo) ;; *) echo "setup: unknown mode '$MODE' (dev or demo)" >&2; exit 2 ;; esac
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -20,8 +25,10 @@ PGV="$(pg_major)"; PGV="${PGV:-15}"
 [ -f "/usr/lib/postgresql/$PGV/lib/pgxs/src/makefiles/pgxs.mk" ] || need+=("postgresql-server-dev-$PGV")
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v make >/dev/null 2>&1 || need+=(make)
-command -v java >/dev/null 2>&1 || need+=(default-jre-headless)           # Spark (tests of the Spark path)
-[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)  # Spark's JDBC reader
+if [ "$MODE" = dev ]; then
+  command -v java >/dev/null 2>&1 || need+=(default-jre-headless)           # Spark (tests of the Spark path)
+  [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)  # Spark's JDBC reader
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq
@@ -34,11 +41,13 @@ fi
 # The client-side virtualenv (the Python on PATH; not the server's).
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-stamp=.venv/.imgfeat-installed
-if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
-  echo "setup: installing the project into .venv"
+# A dev venv serves the demo too; a demo venv gets the extras when `make dev` runs.
+stamp=.venv/.imgfeat-installed-$MODE
+if ! cmp -s pyproject.toml "$stamp" && ! cmp -s pyproject.toml .venv/.imgfeat-installed-dev; then
+  if [ "$MODE" = dev ]; then target=".[test,spark]"; else target="."; fi
+  echo "setup: installing the project into .venv ($MODE: $target)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,spark]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target"
   cp pyproject.toml "$stamp"
 fi
 

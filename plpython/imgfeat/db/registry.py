@@ -176,6 +176,7 @@ def store(
     output_name: str,
     fixed_batch: bool,
     replace: bool,
+    feature_layer: str = "pooled",
 ) -> str:
     """Insert (or with ``replace``, overwrite) a model and its chunks; returns the sha256 hex digest.
 
@@ -197,14 +198,14 @@ def store(
         plpy.execute(plpy.prepare("DELETE FROM imgfeat.models WHERE name = $1", ["text"]), [name])
     insert = plpy.prepare(
         "INSERT INTO imgfeat.models (name, architecture, input_width, input_height, feature_dim, "
-        "preprocessing, weights_origin, input_name, output_name, fixed_batch, sha256, size_bytes) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12)",
-        ["text", "text", "int4", "int4", "int4", "text", "text", "text", "text", "bool", "text", "int8"],
+        "preprocessing, weights_origin, input_name, output_name, fixed_batch, sha256, size_bytes, feature_layer) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)",
+        ["text", "text", "int4", "int4", "int4", "text", "text", "text", "text", "bool", "text", "int8", "text"],
     )
     plpy.execute(
         insert,
         [name, architecture, input_width, input_height, feature_dim, json.dumps(preprocessing.to_json()),
-         weights_origin, input_name, output_name, fixed_batch, sha, len(onnx_bytes)],
+         weights_origin, input_name, output_name, fixed_batch, sha, len(onnx_bytes), feature_layer],
     )
     chunk = plpy.prepare(
         "INSERT INTO imgfeat.model_chunks (model_name, chunk_no, data) VALUES ($1, $2, $3)",
@@ -253,10 +254,12 @@ def register(
     output_name: str | None,
     feature_dim: int | None,
     replace: bool,
+    feature_layer: str = "pooled",
 ) -> str:
     """``imgfeat.register_model`` (ONNX bytes) and ``imgfeat.register_large_model`` (the oid of a
     large object holding them): validate, cut at the feature layer (:func:`prepare_feature_extractor`),
-    store; returns the sha256.
+    store; returns the sha256. ``feature_layer`` (``pooled`` or ``spatial``) records what the
+    graph's output is; for a built-in architecture it sets the expected ``feature_dim``.
 
     The preprocessing is ``preprocessing`` (jsonb text) when given, else the architecture's,
     else torchvision's ImageNet transform at the graph's input size.
@@ -272,9 +275,10 @@ def register(
         raise ModelError("name and onnx must not be NULL")
     if isinstance(onnx_bytes, int):  # a large object's oid (imgfeat.register_large_model)
         onnx_bytes = read_large_object(plpy, onnx_bytes)
+    zoo.check_feature_layer(feature_layer)
     arch = zoo.ARCHITECTURES.get(architecture or "")
     if arch is not None and feature_dim is None:
-        feature_dim = arch.feature_dim
+        feature_dim = arch.dim(feature_layer)
     prepared = prepare_feature_extractor(onnx_bytes, output=output_name, feature_dim=feature_dim)
     del onnx_bytes
     if preprocessing is not None:
@@ -309,13 +313,16 @@ def register(
         output_name=prepared.output_name,
         fixed_batch=prepared.fixed_batch,
         replace=replace,
+        feature_layer=feature_layer,
     )
 
 
-def register_synthetic(plpy: Any, architecture: str, name: str | None, seed: int, replace: bool) -> str:
+def register_synthetic(
+    plpy: Any, architecture: str, name: str | None, seed: int, replace: bool, feature_layer: str = "pooled",
+) -> str:
     """``imgfeat.register_synthetic_model``: build ``architecture`` with seeded weights and register it.
 
-    Returns the registered name. Raises ModelError for an unknown architecture.
+    Returns the registered name. Raises ModelError for an unknown architecture or feature layer.
     """
     from ..core import zoo
 
@@ -324,8 +331,9 @@ def register_synthetic(plpy: Any, architecture: str, name: str | None, seed: int
         raise ModelError(
             f"unknown architecture {architecture!r}", hint=f"choose one of {', '.join(sorted(zoo.ARCHITECTURES))}"
         )
+    zoo.check_feature_layer(feature_layer)
     name = name or architecture
-    proto = zoo.build_feature_extractor(architecture, zoo.synthetic_state_dict(architecture, seed=seed))
+    proto = zoo.build_feature_extractor(architecture, zoo.synthetic_state_dict(architecture, seed=seed), feature_layer)
     onnx_bytes = proto.SerializeToString()
     del proto
     store(
@@ -335,12 +343,13 @@ def register_synthetic(plpy: Any, architecture: str, name: str | None, seed: int
         architecture=architecture,
         input_width=arch.input_width,
         input_height=arch.input_height,
-        feature_dim=arch.feature_dim,
+        feature_dim=arch.dim(feature_layer),
         preprocessing=arch.preprocessing,
         weights_origin="synthetic",
         input_name="input",
         output_name="features",
         fixed_batch=False,
         replace=replace,
+        feature_layer=feature_layer,
     )
     return name

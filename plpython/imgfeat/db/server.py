@@ -159,23 +159,27 @@ def featurize_table(
 def register_model(
     plpy: Any, name: str, onnx_bytes: bytes | int, architecture: str | None, weights_origin: str,
     preprocessing: str | None, output_name: str | None, feature_dim: int | None, replace: bool,
+    feature_layer: str = "pooled",
 ) -> dict[str, Any]:
     """``imgfeat.register_model`` and ``imgfeat.register_large_model``: see
     :func:`imgfeat.db.registry.register`; returns the new ``imgfeat.models`` row."""
     from . import registry, state
 
     registry.register(plpy, name, onnx_bytes, architecture, weights_origin, preprocessing, output_name,
-                      feature_dim, replace)
+                      feature_dim, replace, feature_layer)
     return state.registry_of(plpy).catalog_row(name)
 
 
 @entry_point
-def register_synthetic_model(plpy: Any, architecture: str, name: str | None, seed: int, replace: bool) -> dict[str, Any]:
+def register_synthetic_model(
+    plpy: Any, architecture: str, name: str | None, seed: int, replace: bool, feature_layer: str = "pooled",
+) -> dict[str, Any]:
     """``imgfeat.register_synthetic_model``: see :func:`imgfeat.db.registry.register_synthetic`;
     returns the new ``imgfeat.models`` row."""
     from . import registry, state
 
-    return state.registry_of(plpy).catalog_row(registry.register_synthetic(plpy, architecture, name, seed, replace))
+    return state.registry_of(plpy).catalog_row(
+        registry.register_synthetic(plpy, architecture, name, seed, replace, feature_layer))
 
 
 @entry_point

@@ -137,7 +137,7 @@ def test_forged_model_rows_are_refused(alice: psycopg.Connection[Any], face_byte
     victim.write_bytes(b"keep me")
     forged_path = (
         "SELECT imgfeat_internal.featurize_image(%s, ROW('zz', 'resnet18', 224, 224, 512, "
-        "'{\"width\": 224, \"height\": 224}', 'custom', 'input', 'features', false, '/tmp/imgfeat_victim', 6, now())"
+        "'{\"width\": 224, \"height\": 224}', 'custom', 'input', 'features', false, '/tmp/imgfeat_victim', 6, now(), 'pooled')"
         "::imgfeat.models, 'zz', NULL, NULL, NULL, NULL, NULL, NULL)"
     )
     with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -64,10 +64,14 @@ def _drop_db(server_dsn: str, db_dsn: str) -> None:
 
 
 def _copy_rows(src: psycopg.Connection[Any], dst: psycopg.Connection[Any], table: str, where: str, params: tuple[Any, ...]) -> int:
-    """Copy rows of an imgfeat table between databases (the layout is the same in both versions)."""
+    """Copy rows of an imgfeat table between databases: the columns the older version has (a
+    column added later takes its default in the upgrade)."""
+    have = {r[0] for r in dst.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", (table,))}
     cur = src.execute(f"SELECT * FROM {table} WHERE {where}", params)
-    cols = [c.name for c in cur.description or []]
-    rows = cur.fetchall()
+    keep = [i for i, c in enumerate(cur.description or []) if c.name in have]
+    cols = [(cur.description or [])[i].name for i in keep]
+    rows = [[row[i] for i in keep] for row in cur.fetchall()]
     for row in rows:
         dst.execute(
             sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(

@@ -246,7 +246,7 @@ def tiny_classifier(path: Path, size: int = 32, classes: int = 10) -> None:
 def test_bake_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bake = load_baker()
     assert bake.main(["--out", str(tmp_path / "a"), "--synthetic", "resnet18 vgg16"]) == 2
-    assert "unknown architecture 'vgg16'; choose from alexnet, resnet101, resnet18, resnet50" in capsys.readouterr().err
+    assert "unknown architecture 'vgg16'; choose from alexnet, efficientnet_lite0, resnet101, resnet18, resnet50" in capsys.readouterr().err
 
     user = tmp_path / "user"
     user.mkdir()

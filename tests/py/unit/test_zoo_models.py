@@ -25,10 +25,12 @@ from torch import nn
 from imgfeat.core import zoo
 from imgfeat.core.onnx_import import prepare_feature_extractor
 from imgfeat.core.spec import Preprocessing
+from torch_efficientnet import EfficientNetLite0
 
 ARCHS = [
     "resnet18",
     pytest.param("resnet50", marks=pytest.mark.slow),
+    pytest.param("efficientnet_lite0", marks=pytest.mark.slow),
     pytest.param("resnet101", marks=pytest.mark.slow),
     pytest.param("alexnet", marks=pytest.mark.slow),
 ]
@@ -109,10 +111,15 @@ class ResNet(nn.Module):
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(self.feature_map(x)), 1)
+
+    def spatial(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.feature_map(x), 2), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
@@ -134,6 +141,9 @@ class AlexNet(nn.Module):
             nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Linear(4096, num_classes),
         )
 
+    def spatial(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 2), 1)
+
     def fc7(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(self.features(x)), 1)
         return self.classifier[:6](x)
@@ -148,6 +158,7 @@ def torch_model(arch: str) -> nn.Module:
         "resnet50": lambda: ResNet(Bottleneck, [3, 4, 6, 3]),
         "resnet101": lambda: ResNet(Bottleneck, [3, 4, 23, 3]),
         "alexnet": AlexNet,
+        "efficientnet_lite0": EfficientNetLite0,
     }[arch]()
 
 
@@ -243,7 +254,8 @@ def test_extractor_graph(built: Built) -> None:
     # BN folding turns each BatchNorm's (gamma, beta) pair into one conv bias.
     n_bn = sum(1 for k in b.state if k.endswith(".running_var"))
     bn_channels = sum(b.state[k].size for k in b.state if k.endswith(".running_var"))
-    onnx_values = sum(int(np.prod(t.dims)) for t in m.graph.initializer)
+    # (ReLU6 is Clip with two scalar bounds: not parameters)
+    onnx_values = sum(int(np.prod(t.dims)) for t in m.graph.initializer if len(t.dims))
     feature_params = zoo.param_count(zoo.feature_state_dict(arch, b.state))
     assert onnx_values == feature_params - bn_channels, n_bn
 
@@ -258,6 +270,21 @@ def test_matches_torch_topology(built: Built) -> None:
     b = built
     assert b.torch_features.shape == b.features.shape
     assert rel_err(b.features, b.torch_features) < REL_TOL
+
+
+def test_spatial_features_match_torch(built: Built) -> None:
+    """The spatial feature layer: the last feature map averaged to 2x2 (torch's adaptive bins:
+    7 -> [0, 4) and [3, 7); AlexNet 6 -> 3 + 3), flattened channel-major."""
+    b = built
+    spatial = zoo.build_feature_extractor(b.arch, b.state, "spatial")
+    got = session(spatial.SerializeToString()).run(["features"], {"input": b.images})[0]
+    assert got.shape == (2, b.spec.spatial_dim) == (2, 4 * (b.spec.spatial_dim // 4))
+    with torch.no_grad():
+        want = b.torch.spatial(torch.from_numpy(b.images)).numpy()
+    assert rel_err(got, want) < REL_TOL
+    if b.arch != "alexnet":  # the mean of the four cells of 7x7 bins is not the global mean, but close
+        four = got.reshape(2, -1, 4).mean(axis=2)
+        assert np.corrcoef(four.ravel(), b.features.ravel())[0, 1] > 0.95
 
 
 def test_classifier_matches_torch_logits(built: Built) -> None:
@@ -276,6 +303,8 @@ def test_classifier_matches_torch_logits(built: Built) -> None:
     # torch 2.13 deprecates the TorchScript exporter (dynamo=False) that the brief asks for.
     "ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning",
     "ignore:The feature will be removed:DeprecationWarning",
+    # EfficientNet's F.pad exports as Slice with negative steps, which torch does not fold
+    "ignore:Constant folding - Only steps=1 can be constant folded:UserWarning",
 )
 def test_torch_export_cut_automatically(built: Built) -> None:
     b = built

@@ -12,22 +12,25 @@ import numpy as np
 import pytest
 
 from imgfeat.core import zoo
-from imgfeat.core.errors import MissingPackageError, ModelError
+from imgfeat.core.errors import ModelError
 from imgfeat.core.spec import caffe_bgr, torchvision_imagenet
 from imgfeat.core.zoo import catalog
 
-# torchvision's published parameter counts (weights tables, "num_params").
+# torchvision's published parameter counts (weights tables, "num_params"); EfficientNet-Lite0:
+# the count of the published checkpoint (TF's efficientnet-lite0, 4.65M in its README).
 FULL_COUNTS = {
     "resnet18": 11_689_512,
     "resnet50": 25_557_032,
     "resnet101": 44_549_160,
     "alexnet": 61_100_840,
+    "efficientnet_lite0": 4_652_008,
 }
 HEADS = {  # the classifier layer the feature extractor drops: weight + bias
     "resnet18": 512 * 1000 + 1000,
     "resnet50": 2048 * 1000 + 1000,
     "resnet101": 2048 * 1000 + 1000,
     "alexnet": 4096 * 1000 + 1000,
+    "efficientnet_lite0": 1280 * 1000 + 1000,
 }
 
 
@@ -86,8 +89,17 @@ def test_arch_specs() -> None:
     a = zoo.ARCHITECTURES
     assert {k: (v.input_width, v.input_height, v.feature_dim) for k, v in a.items()} == {
         "resnet18": (224, 224, 512), "resnet50": (224, 224, 2048),
-        "resnet101": (224, 224, 2048), "alexnet": (227, 227, 4096),
+        "resnet101": (224, 224, 2048), "alexnet": (227, 227, 4096), "efficientnet_lite0": (224, 224, 1280),
     }
+    assert {k: v.spatial_dim for k, v in a.items()} == {
+        "resnet18": 2048, "resnet50": 8192, "resnet101": 8192, "alexnet": 1024, "efficientnet_lite0": 5120,
+    }
+    assert [a["resnet18"].dim(layer) for layer in zoo.FEATURE_LAYERS] == [512, 2048]
+    with pytest.raises(ModelError, match="unknown feature layer 'grid'"):
+        a["resnet18"].dim("grid")
+    lite = a["efficientnet_lite0"].preprocessing
+    assert (lite.scale, lite.mean, lite.std, lite.interpolation, lite.resize_size) == (
+        1.0, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0), "bilinear", 256)
     assert a["resnet50"].preprocessing == torchvision_imagenet()
     assert a["alexnet"].preprocessing == torchvision_imagenet(size=227, resize_size=256)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -183,14 +195,14 @@ def test_torch_file_round_trip(tmp_path: Path, resnet18_state: dict[str, np.ndar
     assert zoo.param_count(loaded) == FULL_COUNTS["resnet18"]
 
 
-def test_torch_file_without_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_torch_file_without_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resnet18_state: dict[str, np.ndarray]) -> None:
+    import torch
+
     path = tmp_path / "w.pth"
-    path.write_bytes(b"not read")
+    torch.save({k: torch.from_numpy(np.array(v)) for k, v in resnet18_state.items()}, path)
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
-    with pytest.raises(MissingPackageError) as e:
-        zoo.load_state_dict(path)
-    assert "needs torch" in e.value.message
-    assert e.value.hint is not None and "safetensors" in e.value.hint
+    loaded = zoo.load_state_dict(path, arch="resnet18")
+    np.testing.assert_array_equal(loaded["fc.weight"], resnet18_state["fc.weight"])
 
 
 def test_bad_weight_files(tmp_path: Path) -> None:

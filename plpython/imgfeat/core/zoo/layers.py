@@ -1,6 +1,6 @@
 """Building blocks shared by the architectures: one topology, several backends.
 
-Each architecture (:mod:`.resnet`, :mod:`.alexnet`) is written once, as a function that calls
+Each architecture (:mod:`.resnet`, :mod:`.alexnet`, :mod:`.efficientnet`) is written once, as a function that calls
 the methods of a :class:`Backend`. The backends interpret those calls differently:
 
 * :class:`ShapeBackend` records every parameter's torchvision name and shape (what a state
@@ -13,9 +13,11 @@ the methods of a :class:`Backend`. The backends interpret those calls differentl
   ``w' = w * gamma / sqrt(var + eps)``, ``b' = beta - mean * gamma / sqrt(var + eps)``
   (computed in float64, stored float32), so the graph has no BatchNormalization nodes.
 
-Conventions follow torch: convolution weights are ``[out, in, kh, kw]``, linear weights
-``[out, in]`` (``y = x @ W.T + b``), BatchNorm ``eps = 1e-5`` (``torch.nn.BatchNorm2d``'s
-default, which torchvision's ResNets use).
+Conventions follow torch: convolution weights are ``[out, in / groups, kh, kw]``, linear
+weights ``[out, in]`` (``y = x @ W.T + b``), BatchNorm ``eps = 1e-5`` (``torch.nn.BatchNorm2d``'s
+default, which torchvision's ResNets use) unless a layer says otherwise (EfficientNet: 1e-3).
+Padding is one number for all four sides, or ``(top, left, bottom, right)`` for TF's "SAME"
+padding, which puts the odd pixel at the bottom and right.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import abc
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 from collections.abc import Mapping, MutableMapping
 
 import numpy as np
@@ -41,6 +43,18 @@ IR_VERSION = 8
 """ONNX IR version of the models built here: the lowest that allows opset 17, so older
 onnxruntime releases (>= 1.12) on database servers can load them."""
 
+RELU6_MAX = 6.0
+"""ReLU6 clips at 6 (``torch.nn.ReLU6``, ``tf.nn.relu6``; MobileNet and EfficientNet-Lite)."""
+
+Pad = Union[int, tuple[int, int, int, int]]
+"""Convolution padding: the same on all sides, or ``(top, left, bottom, right)``."""
+
+
+def pads4(pad: Pad) -> tuple[int, int, int, int]:
+    """``pad`` as ``(top, left, bottom, right)``."""
+    return (pad, pad, pad, pad) if isinstance(pad, int) else tuple(pad)  # type: ignore[return-value]
+
+
 BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var")
 """The BatchNorm entries a state dict must hold; ``num_batches_tracked`` is optional."""
 
@@ -56,11 +70,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def conv(
         self, x: Any, name: str, in_ch: int, out_ch: int, kernel: int, *, stride: int = 1,
-        pad: int = 0, bias: bool, bn: str | None = None, relu: bool = False,
+        pad: Pad = 0, bias: bool, bn: str | None = None, relu: bool = False, groups: int = 1,
+        relu6: bool = False, bn_eps: float = BN_EPS,
     ) -> Any:
-        """``Conv2d(in_ch, out_ch, kernel, stride, pad, bias)`` named ``name`` (parameters
-        ``name.weight`` ``[out, in, k, k]`` and ``name.bias`` ``[out]`` if ``bias``), then the
-        ``BatchNorm2d`` named ``bn`` (eval mode) if given, then ReLU if ``relu``."""
+        """``Conv2d(in_ch, out_ch, kernel, stride, pad, bias, groups)`` named ``name``
+        (parameters ``name.weight`` ``[out, in / groups, k, k]`` and ``name.bias`` ``[out]`` if
+        ``bias``; ``groups == in_ch == out_ch`` is a depthwise convolution), then the
+        ``BatchNorm2d`` named ``bn`` (eval mode, epsilon ``bn_eps``) if given, then ReLU if
+        ``relu`` or ReLU6 (``min(max(x, 0), 6)``) if ``relu6``."""
         ...
 
     @abc.abstractmethod
@@ -71,6 +88,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def add_relu(self, a: Any, b: Any) -> Any:
         """``relu(a + b)``: the end of a residual block."""
+        ...
+
+    @abc.abstractmethod
+    def add(self, a: Any, b: Any) -> Any:
+        """``a + b``: an identity skip without activation (inverted residual blocks)."""
         ...
 
     @abc.abstractmethod
@@ -94,6 +116,40 @@ class Backend(abc.ABC):
         """``Linear(in_f, out_f)`` named ``name`` (``name.weight`` ``[out, in]``,
         ``name.bias`` ``[out]``), then ReLU if ``relu``."""
         ...
+
+
+FEATURE_LAYERS = ("pooled", "spatial")
+"""Where a built-in network's features are taken (``imgfeat.models.feature_layer``):
+
+* ``pooled``: the network's own feature layer — the global average pool of the last feature
+  map (ResNets, EfficientNet-Lite0), fc7 after its ReLU (AlexNet). MicrosoftML's
+  ``featurizeImage`` parity; the default.
+* ``spatial``: the last feature map averaged to a :data:`SPATIAL_GRID` x :data:`SPATIAL_GRID`
+  grid (torch's ``AdaptiveAvgPool2d((2, 2))`` bins) and flattened channel-major
+  (``feature[c * 4 + row * 2 + col]``): 4x the channels. It keeps where things are in the
+  image (left half vs right half), which the global pool discards.
+"""
+
+SPATIAL_GRID = 2
+"""Rows and columns of the ``spatial`` feature layer's grid."""
+
+
+def feature_head(
+    b: "Backend", x: Any, *, features: str, head: bool, fc: str, in_features: int, num_classes: int,
+) -> Any:
+    """The end of a convolutional network from its last feature map ``x`` ``[N, C, H, W]``:
+    ``pooled`` -> global average pool ``[N, C]`` (then the classifier ``fc`` if ``head``);
+    ``spatial`` -> 2x2 adaptive average pool, flattened ``[N, 4C]`` (no head)."""
+    if features not in FEATURE_LAYERS:
+        raise ValueError(f"feature layer must be one of {FEATURE_LAYERS}, not {features!r}")
+    if features == "spatial":
+        if head:
+            raise ValueError("the classifier head follows the pooled features only")
+        return b.flatten(b.adaptive_avg_pool(x, SPATIAL_GRID, SPATIAL_GRID))
+    x = b.global_avg_pool(x)
+    if head:
+        x = b.linear(x, fc, in_features, num_classes)
+    return x
 
 
 def adaptive_bins(size_in: int, size_out: int) -> list[tuple[int, int]]:
@@ -121,8 +177,9 @@ class ShapeBackend(Backend):
         self.buffers: list[str] = []
 
     def conv(self, x: Any, name: str, in_ch: int, out_ch: int, kernel: int, *, stride: int = 1,
-             pad: int = 0, bias: bool, bn: str | None = None, relu: bool = False) -> Any:
-        self.shapes[f"{name}.weight"] = (out_ch, in_ch, kernel, kernel)
+             pad: Pad = 0, bias: bool, bn: str | None = None, relu: bool = False, groups: int = 1,
+             relu6: bool = False, bn_eps: float = BN_EPS) -> Any:
+        self.shapes[f"{name}.weight"] = (out_ch, in_ch // groups, kernel, kernel)
         if bias:
             self.shapes[f"{name}.bias"] = (out_ch,)
         if bn is not None:
@@ -135,6 +192,9 @@ class ShapeBackend(Backend):
         return None
 
     def add_relu(self, a: Any, b: Any) -> Any:
+        return None
+
+    def add(self, a: Any, b: Any) -> Any:
         return None
 
     def global_avg_pool(self, x: Any) -> Any:
@@ -157,13 +217,28 @@ class ShapeBackend(Backend):
 # ---------------------------------------------------------------------------------------
 
 
-def conv2d_np(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int, pad: int) -> np.ndarray:
-    """2-D cross-correlation as torch computes it. ``x`` ``[N, C, H, W]``, ``w`` ``[O, C, k, k]``
-    -> ``[N, O, H', W']``, float32 (im2col + one matrix product)."""
+def conv2d_np(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int, pad: Pad,
+              groups: int = 1) -> np.ndarray:
+    """2-D cross-correlation as torch computes it. ``x`` ``[N, C, H, W]``, ``w``
+    ``[O, C / groups, k, k]`` -> ``[N, O, H', W']``, float32 (im2col + one matrix product per
+    group; depthwise convolutions as one weighted sum over the windows)."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    if pad:
-        x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    top, left, bottom, right = pads4(pad)
+    if top or left or bottom or right:
+        x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    if groups != 1:
+        if groups == c == o:  # depthwise
+            win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+            out = np.einsum("nchwij,cij->nchw", win, w[:, 0], optimize=True)
+        else:
+            cg, og = c // groups, o // groups
+            out = np.concatenate([
+                conv2d_np(x[:, g * cg:(g + 1) * cg], w[g * og:(g + 1) * og], None, stride, 0) for g in range(groups)
+            ], axis=1)
+        if b is not None:
+            out = out + b[None, :, None, None]
+        return np.ascontiguousarray(out, dtype=np.float32)
     if kh == 1 and kw == 1:
         cols = x[:, :, ::stride, ::stride]
         ho, wo = cols.shape[2], cols.shape[3]
@@ -195,17 +270,20 @@ class NumpyBackend(Backend):
     def _p(self, key: str) -> np.ndarray:
         return np.asarray(self.state[key], dtype=np.float32)
 
-    def batchnorm(self, y: np.ndarray, bn: str) -> np.ndarray:
-        """Eval-mode BatchNorm2d ``bn`` applied to the conv output ``y``."""
-        scale = self._p(f"{bn}.weight") / np.sqrt(self._p(f"{bn}.running_var") + BN_EPS)
+    def batchnorm(self, y: np.ndarray, bn: str, eps: float = BN_EPS) -> np.ndarray:
+        """Eval-mode BatchNorm2d ``bn`` (epsilon ``eps``) applied to the conv output ``y``."""
+        scale = self._p(f"{bn}.weight") / np.sqrt(self._p(f"{bn}.running_var") + np.float32(eps))
         shift = self._p(f"{bn}.bias") - self._p(f"{bn}.running_mean") * scale
         return y * scale[None, :, None, None] + shift[None, :, None, None]
 
     def conv(self, x: np.ndarray, name: str, in_ch: int, out_ch: int, kernel: int, *, stride: int = 1,
-             pad: int = 0, bias: bool, bn: str | None = None, relu: bool = False) -> np.ndarray:
-        y = conv2d_np(x, self._p(f"{name}.weight"), self._p(f"{name}.bias") if bias else None, stride, pad)
+             pad: Pad = 0, bias: bool, bn: str | None = None, relu: bool = False, groups: int = 1,
+             relu6: bool = False, bn_eps: float = BN_EPS) -> np.ndarray:
+        y = conv2d_np(x, self._p(f"{name}.weight"), self._p(f"{name}.bias") if bias else None, stride, pad, groups)
         if bn is not None:
-            y = self.batchnorm(y, bn)
+            y = self.batchnorm(y, bn, bn_eps)
+        if relu6:
+            return np.clip(y, 0, RELU6_MAX).astype(np.float32, copy=False)
         return np.maximum(y, 0, dtype=np.float32) if relu else y.astype(np.float32, copy=False)
 
     def maxpool(self, x: np.ndarray, kernel: int, stride: int, pad: int = 0) -> np.ndarray:
@@ -213,6 +291,9 @@ class NumpyBackend(Backend):
 
     def add_relu(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.maximum(a + b, 0, dtype=np.float32)
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a + b).astype(np.float32, copy=False)
 
     def global_avg_pool(self, x: np.ndarray) -> np.ndarray:
         return x.mean(axis=(2, 3), dtype=np.float32)
@@ -278,7 +359,10 @@ class GraphBuilder:
     def constant(self, name: str, array: np.ndarray) -> str:
         """Add ``array`` as an initializer; returns its (unique) name."""
         name = self.unique(name)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        array = np.asarray(array)
+        if not array.flags.c_contiguous:  # (np.ascontiguousarray would make a 0-d array 1-d)
+            array = np.ascontiguousarray(array)
+        self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
     def node(self, op: str, inputs: list[str], name: str, **attrs: Any) -> str:
@@ -328,23 +412,30 @@ class OnnxBackend(Backend):
         self.g = builder or GraphBuilder()
 
     def conv(self, x: OnnxValue, name: str, in_ch: int, out_ch: int, kernel: int, *, stride: int = 1,
-             pad: int = 0, bias: bool, bn: str | None = None, relu: bool = False) -> OnnxValue:
+             pad: Pad = 0, bias: bool, bn: str | None = None, relu: bool = False, groups: int = 1,
+             relu6: bool = False, bn_eps: float = BN_EPS) -> OnnxValue:
         w = np.asarray(self.state[f"{name}.weight"], np.float32)
         b = np.asarray(self.state[f"{name}.bias"], np.float32) if bias else None
         if bn is not None:
             gamma, beta, mean, var = (np.asarray(self.state[f"{bn}.{s}"]) for s in BN_SUFFIXES)
-            w, b = fold_batchnorm(w, b, gamma, beta, mean, var)
+            w, b = fold_batchnorm(w, b, gamma, beta, mean, var, eps=bn_eps)
         inputs = [x.name, self.g.constant(f"{name}.weight", w)]
         if b is not None:
             inputs.append(self.g.constant(f"{name}.bias", b))
+        top, left, bottom, right = pads4(pad)
+        attrs: dict[str, Any] = {"group": groups} if groups != 1 else {}
         y = self.g.node(
             "Conv", inputs, name, kernel_shape=[kernel, kernel], strides=[stride, stride],
-            pads=[pad] * 4,
+            pads=[top, left, bottom, right], **attrs,
         )
-        if relu:
+        if relu6:
+            lo = self.g.constant(f"{name}.relu6.min", np.array(0.0, np.float32))
+            hi = self.g.constant(f"{name}.relu6.max", np.array(RELU6_MAX, np.float32))
+            y = self.g.node("Clip", [y, lo, hi], f"{name}.relu6")
+        elif relu:
             y = self.g.node("Relu", [y], f"{name}.relu")
-        h = (x.h + 2 * pad - kernel) // stride + 1
-        wd = (x.w + 2 * pad - kernel) // stride + 1
+        h = (x.h + top + bottom - kernel) // stride + 1
+        wd = (x.w + left + right - kernel) // stride + 1
         return OnnxValue(y, out_ch, h, wd)
 
     def maxpool(self, x: OnnxValue, kernel: int, stride: int, pad: int = 0) -> OnnxValue:
@@ -355,6 +446,9 @@ class OnnxBackend(Backend):
     def add_relu(self, a: OnnxValue, b: OnnxValue) -> OnnxValue:
         s = self.g.node("Add", [a.name, b.name], "add")
         return OnnxValue(self.g.node("Relu", [s], "add.relu"), a.c, a.h, a.w)
+
+    def add(self, a: OnnxValue, b: OnnxValue) -> OnnxValue:
+        return OnnxValue(self.g.node("Add", [a.name, b.name], "add"), a.c, a.h, a.w)
 
     def global_avg_pool(self, x: OnnxValue) -> OnnxValue:
         p = self.g.node("GlobalAveragePool", [x.name], "avgpool")

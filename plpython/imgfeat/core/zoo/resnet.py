@@ -13,13 +13,15 @@ Recognition", 2015) exactly, including parameter names:
 * shortcut ``downsample.0`` (1x1 conv, stride, no bias) + ``downsample.1`` (BatchNorm) on the
   first block of a stage when the stride or width changes; block output ``relu(out + shortcut)``;
 * head: global average pool -> ``fc`` (Linear(512 * expansion, 1000)).
+
+The ``spatial`` feature layer averages ``layer4``'s 7x7 map to 2x2 instead (2048 or 8192 values).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .layers import Backend
+from .layers import Backend, feature_head
 
 LAYERS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet18": ("basic", (2, 2, 2, 2)),
@@ -34,9 +36,10 @@ def feature_dim(arch: str) -> int:
     return 512 * (1 if LAYERS[arch][0] == "basic" else 4)
 
 
-def resnet(b: Backend, x: Any, arch: str, *, head: bool, num_classes: int = 1000) -> Any:
-    """Run ``arch`` on ``x`` with backend ``b``: pooled features ``[N, 512|2048]``, or the
-    logits ``[N, num_classes]`` if ``head``."""
+def resnet(b: Backend, x: Any, arch: str, *, head: bool, num_classes: int = 1000, features: str = "pooled") -> Any:
+    """Run ``arch`` on ``x`` with backend ``b``: pooled features ``[N, 512|2048]``, spatial ones
+    ``[N, 2048|8192]`` (see :data:`.layers.FEATURE_LAYERS`), or the logits ``[N, num_classes]``
+    if ``head``."""
     kind, counts = LAYERS[arch]
     expansion = 1 if kind == "basic" else 4
     x = b.conv(x, "conv1", 3, 64, 7, stride=2, pad=3, bias=False, bn="bn1", relu=True)
@@ -62,7 +65,4 @@ def resnet(b: Backend, x: Any, arch: str, *, head: bool, num_classes: int = 1000
                 shortcut = x
             x = b.add_relu(out, shortcut)
             inplanes = planes * expansion
-    x = b.global_avg_pool(x)
-    if head:
-        x = b.linear(x, "fc", inplanes, num_classes)
-    return x
+    return feature_head(b, x, features=features, head=head, fc="fc", in_features=inplanes, num_classes=num_classes)

@@ -146,9 +146,10 @@ def load_state_dict(path: str | os.PathLike[str], arch: str | None = None) -> di
     """Read a weight file into ``{name: numpy array}``.
 
     * ``.safetensors``: with the ``safetensors`` package's numpy API (no torch needed);
-    * ``.pth`` / ``.pt`` / ``.bin``: with ``torch.load(..., weights_only=True)`` if torch is
-      importable. A checkpoint dict holding the weights under ``state_dict`` or ``model`` is
-      unwrapped.
+    * ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt``: torch's zip or legacy format, read by
+      :func:`imgfeat.zoo.torchfile.read_torch_file` without torch, with the allow-list of
+      ``torch.load(weights_only=True)`` (nothing in the file is run). A checkpoint dict holding
+      the weights under ``state_dict`` or ``model`` is unwrapped. bfloat16 becomes float32.
 
     A ``module.`` prefix is stripped; ``num_batches_tracked`` buffers are 0-d int arrays, as in
     torch. If ``arch`` is given the result is checked with
@@ -156,8 +157,8 @@ def load_state_dict(path: str | os.PathLike[str], arch: str | None = None) -> di
 
     Raises:
         ModelError: missing file, unreadable or unsupported file, non-tensor entries, or (with
-            ``arch``) keys missing / mis-shaped.
-        MissingPackageError: a torch file and torch is not installed.
+            ``arch``) keys missing / mis-shaped; a torch file naming anything outside the
+            allow-list (the message names it).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -200,24 +201,15 @@ def _load_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def _load_torch(path: str) -> dict[str, np.ndarray]:
+    """A ``torch.save`` state dict, read by :mod:`.torchfile` (no torch; nothing in the file is run)."""
+    from .torchfile import read_torch_file
+
     try:
-        import torch
-    except ImportError:
-        raise MissingPackageError(
-            f"reading {os.path.basename(path)!r} needs torch, which is not installed",
-            hint="install torch (CPU build) in the server's Python, or convert the file to "
-            ".safetensors elsewhere and load that",
-        ) from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, zip errors, weights_only rejections
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        obj = read_torch_file(path)
+    except ModelError as e:
         raise ModelError(
-            f"cannot read torch file {path!r} as tensors: damaged, not a torch file, or holding other objects",
-            detail=f"torch.load(weights_only=True): {first[:500]}",
-            hint="imgfeat never unpickles anything but tensors (weights_only=True); "
-            "save the weights with torch.save(model.state_dict(), path) or as .safetensors",
-        ) from e
+            f"cannot read torch file {path!r} as tensors: {e.message}", detail=e.detail, hint=e.hint,
+        ) from None
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             inner = obj.get(key)
@@ -229,11 +221,8 @@ def _load_torch(path: str) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     bad = []
     for k, v in obj.items():
-        if isinstance(v, torch.Tensor):
-            t = v.detach().cpu()
-            if t.dtype == torch.bfloat16:
-                t = t.float()
-            out[str(k)] = t.numpy()
+        if isinstance(v, np.ndarray) and isinstance(k, str):
+            out[k] = v
         else:
             bad.append(str(k))
     if bad:

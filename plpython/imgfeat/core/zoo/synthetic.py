@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .layers import NumpyBackend, set_batchnorm_from_batch
+from .layers import BN_EPS, NumpyBackend, set_batchnorm_from_batch
 from .state_dict import arch_spec, expected_shapes
 
 CALIBRATION_BATCH = 4
@@ -38,9 +38,9 @@ class CalibratingBackend(NumpyBackend):
         super().__init__(state)
         self.writable = state
 
-    def batchnorm(self, y: np.ndarray, bn: str) -> np.ndarray:
+    def batchnorm(self, y: np.ndarray, bn: str, eps: float = BN_EPS) -> np.ndarray:
         set_batchnorm_from_batch(self.writable, bn, y)
-        return super().batchnorm(y, bn)
+        return super().batchnorm(y, bn, eps)
 
 
 def calibration_images(rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
