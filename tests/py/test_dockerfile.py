@@ -199,7 +199,8 @@ def test_dockerignore_keeps_sources_and_drops_the_rest() -> None:
         assert not ignored(kept, rules), kept
     for dropped in (".git/HEAD", ".venv/bin/python", "build/regress/x.out", "sql/imgfeat--0.1.0.sql",
                     "plpython/imgfeat/__pycache__/server.cpython-311.pyc", "imgfeat.egg-info/PKG-INFO",
-                    ".pytest_cache/v/cache/nodeids", "loader/imgfeat_loader/x.pyc"):
+                    ".pytest_cache/v/cache/nodeids", "loader/imgfeat_loader/x.pyc", ".isolated/lib/x",
+                    "tests/py/test_image.py", "bench/x.py", "README.md", ".ci/run"):
         assert ignored(dropped, rules), dropped
 
 
