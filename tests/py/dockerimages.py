@@ -236,6 +236,11 @@ def session_figures() -> list[str]:
     return list(_session_lines)
 
 
+def note(line: str) -> None:
+    """One more line for the session's summary of Docker figures."""
+    _session_lines.append(line)
+
+
 def record(built: BuiltImage) -> None:
     """Keep the figures of ``built`` in :data:`RECORD` (one entry per tag) and for the summary."""
     origin = "debootstrap included" if built.debootstrapped else "Debian root file system from the engine's cache"

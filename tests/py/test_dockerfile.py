@@ -194,10 +194,11 @@ def build_context(dest: Path) -> Path:
 def test_dockerignore_keeps_sources_and_drops_the_rest() -> None:
     rules = dockerignore_rules()
     for kept in ("Makefile", "imgfeat.control", "plpython/requirements.lock", "plpython/imgfeat/server.py",
-                 "sql/src/20_models.sql", "sql/imgfeat--0.1.0--0.2.0.sql", "docker/bake_models.py",
+                 "sql/src/20_models.sql", "sql/releases/imgfeat--0.1.0--0.2.0.sql.in", "docker/bake_models.py",
                  "docker/initdb/20-imgfeat-models.sql", "docker/models/mine.onnx", "docker/models/models.json"):
         assert not ignored(kept, rules), kept
     for dropped in (".git/HEAD", ".venv/bin/python", "build/regress/x.out", "sql/imgfeat--0.1.0.sql",
+                    "sql/imgfeat--0.1.0--0.2.0.sql",
                     "plpython/imgfeat/__pycache__/server.cpython-311.pyc", "imgfeat.egg-info/PKG-INFO",
                     ".pytest_cache/v/cache/nodeids", "loader/imgfeat_loader/x.pyc", ".isolated/lib/x",
                     "tests/py/test_image.py", "bench/x.py", "README.md", ".ci/run"):

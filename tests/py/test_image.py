@@ -191,12 +191,6 @@ def test_security_settings_hold_in_the_container(running: Running, cmu_faces: Pa
         conn.execute("SET imgfeat.image_root = '/'")
         with pytest.raises(psycopg.Error, match="image_root"):
             conn.execute("SELECT imgfeat.featurize_image_file('/etc/passwd', 'resnet18')")
-        # Internal functions (names starting with _) are not the analyst's to call.
-        callable_internal = conn.execute(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = 'imgfeat' AND p.proname LIKE '\\_%%' AND has_function_privilege(%s, p.oid, 'EXECUTE')",
-            [ANALYST]).fetchall()
-        assert callable_internal == []
 
 
 def test_restart_keeps_the_data(running: Running) -> None:
