@@ -65,6 +65,8 @@ class BuiltImage:
     major: str
     suite: str
     size_bytes: int
+    added_bytes: int
+    """What docker/Dockerfile adds to its base (the image's size less the stand-in's)."""
     build_seconds: float
     """Seconds of this run's ``docker build`` of docker/Dockerfile (small when cached)."""
     chain_seconds: float
@@ -218,7 +220,8 @@ def build_image(major: str) -> BuiltImage:
             if bundle:
                 bundle.unlink()
         built = BuiltImage(
-            tag=tag, major=major, suite=suite, size_bytes=image_size(tag), build_seconds=round(seconds, 1),
+            tag=tag, major=major, suite=suite, size_bytes=image_size(tag),
+            added_bytes=image_size(tag) - image_size(standin), build_seconds=round(seconds, 1),
             chain_seconds=round(time.monotonic() - started, 1), debootstrapped=made_base,
         )
         record(built)
@@ -245,7 +248,8 @@ def record(built: BuiltImage) -> None:
     """Keep the figures of ``built`` in :data:`RECORD` (one entry per tag) and for the summary."""
     origin = "debootstrap included" if built.debootstrapped else "Debian root file system from the engine's cache"
     _session_lines.append(
-        f"{built.tag}: {built.size_bytes / 1e9:.2f} GB, PostgreSQL {built.major} on Debian {built.suite}; "
+        f"{built.tag}: {built.size_bytes / 1e9:.2f} GB ({built.added_bytes / 1e6:.0f} MB over its base), "
+        f"PostgreSQL {built.major} on Debian {built.suite}; "
         f"docker build of docker/Dockerfile {built.build_seconds:.0f} s, whole chain {built.chain_seconds:.0f} s ({origin})"
     )
     update_record(built.tag, asdict(built))

@@ -57,12 +57,14 @@ def test_extension_suite_passes_on_postgresql_17(imgfeat_image: Callable[[str], 
                     "-m", "not docker", *[f"--ignore=tests/py/{name}" for name in NOT_HERE]]
             proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3000)
             version = container.exec(["postgres", "--version"]).output.decode().strip()
+            server_log = b"".join(container.get_logs()).decode(errors="replace")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     out = proc.stdout + proc.stderr
     summary = out.strip().splitlines()[-1] if out.strip() else ""
     dockerimages.note(f"{image.tag}: the extension's suite on {version}: {summary.strip('= ')}")
-    assert proc.returncode == 0, out[-12000:]
+    errors = [line for line in server_log.splitlines() if re.search(r"\b(FATAL|PANIC):", line)]
+    assert proc.returncode == 0, out[-12000:] + "\nserver log, FATAL and PANIC lines:\n" + "\n".join(errors[-40:])
     counts = dict((kind, int(n)) for n, kind in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", summary))
     assert counts.get("passed", 0) > 300 and "failed" not in counts, summary
     skipped = re.findall(r"^SKIPPED \[\d+\] tests/py/([^:]+):\d+: (.*)$", out, re.M)
