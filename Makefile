@@ -57,24 +57,15 @@ LOCK = plpython/requirements.lock
 
 install: install-lib
 
-# The library and its pinned dependencies, for the Python that PL/Python embeds, in a
-# directory of this version's own. pip runs again only when the lock file changes.
+# The library and its pinned dependencies, for the Python that PL/Python embeds, in a tree of
+# this version's own, swapped in atomically (scripts/install-lib.sh): a server under load never
+# imports a half-installed library. pip runs again only when the lock file changes.
 install-lib:
-	@mkdir -p $(LIBDEST)
-	@if ! cmp -s $(LOCK) $(LIBDEST)/.requirements.lock; then \
-		echo "installing server-side packages for $(PLPYTHON) into $(LIBDEST)"; \
-		$(PLPYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-			--upgrade --target $(LIBDEST) -r $(LOCK) && cp $(LOCK) $(LIBDEST)/.requirements.lock; \
-	fi
-	rm -rf $(LIBDEST)/imgfeat
-	cp -R plpython/imgfeat $(LIBDEST)/imgfeat
-	find $(LIBDEST)/imgfeat -name __pycache__ -prune -exec rm -rf {} +
-	$(PLPYTHON) -m compileall -q $(LIBDEST)/imgfeat
-	chmod -R a+rX $(DESTDIR)$(IMGFEAT_LIB_DIR)
+	@bash scripts/install-lib.sh $(DESTDIR)$(IMGFEAT_LIB_DIR) $(EXTVERSION) $(LOCK) $(PLPYTHON) plpython/imgfeat
 
 uninstall: uninstall-lib
 uninstall-lib:
-	rm -rf $(LIBDEST)
+	rm -rf $(LIBDEST) $(DESTDIR)$(IMGFEAT_LIB_DIR)/.$(EXTVERSION)-*
 
 .PHONY: install-lib uninstall-lib test demo demo-stop bench dev
 

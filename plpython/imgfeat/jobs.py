@@ -133,15 +133,32 @@ def _check_unique_ids(plpy: Any, src: Relation, id_col: Column) -> None:
 
 def _lock_job(plpy: Any, src: Relation, tgt: Relation, model_name: str) -> None:
     """One job at a time per (source, target, model): a session-level advisory lock, released
-    when the job ends (or its session does).
+    when the job ends (or its session does). Its key is 64 random bits kept in
+    ``imgfeat_internal.job_locks``, which only roles that may read the source can read or
+    create (row-level security): a key anyone could compute would let any role that can
+    connect take the lock first and block the job for good.
 
     Raises:
         InvalidParameterError: another session runs the same job.
     """
-    key = f"imgfeat.featurize {src.oid} {tgt.oid} {model_name}"
-    got = plpy.execute(
-        plpy.prepare("SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext($1)) AS ok", ["text"]), [key]
-    )[0]["ok"]
+    plpy.execute(
+        plpy.prepare(
+            "INSERT INTO imgfeat_internal.job_locks (source, target, model_name) "
+            "VALUES ($1::pg_catalog.oid::pg_catalog.regclass, $2::pg_catalog.oid::pg_catalog.regclass, $3) "
+            "ON CONFLICT DO NOTHING",
+            ["int8", "int8", "text"],
+        ),
+        [src.oid, tgt.oid, model_name],
+    )
+    key = plpy.execute(
+        plpy.prepare(
+            "SELECT lock_key FROM imgfeat_internal.job_locks WHERE source = $1::pg_catalog.oid::pg_catalog.regclass "
+            "AND target = $2::pg_catalog.oid::pg_catalog.regclass AND model_name = $3",
+            ["int8", "int8", "text"],
+        ),
+        [src.oid, tgt.oid, model_name],
+    )[0]["lock_key"]
+    got = plpy.execute(plpy.prepare("SELECT pg_catalog.pg_try_advisory_lock($1) AS ok", ["int8"]), [key])[0]["ok"]
     if not got:
         raise InvalidParameterError(
             f"a featurize job from {src.quoted} into {tgt.quoted} with model {model_name!r} is already running",
@@ -155,14 +172,12 @@ def release_job_locks(plpy: Any) -> None:
     while _HELD_LOCKS:
         key = _HELD_LOCKS.pop()
         try:
-            plpy.execute(
-                plpy.prepare("SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtext($1))", ["text"]), [key]
-            )
+            plpy.execute(plpy.prepare("SELECT pg_catalog.pg_advisory_unlock($1)", ["int8"]), [key])
         except plpy.SPIError:
             pass
 
 
-_HELD_LOCKS: list[str] = []
+_HELD_LOCKS: list[int] = []
 
 
 def target_relation(plpy: Any, target: str, id_type: str) -> Relation:
@@ -188,16 +203,20 @@ def target_relation(plpy: Any, target: str, id_type: str) -> Relation:
     if len(parts) != 2:
         raise InvalidParameterError(f"target {target!r} must be table or schema.table")
     quoted = f"{plpy.quote_ident(parts[0])}.{plpy.quote_ident(parts[1])}"
-    # Jobs started at once into the same new target: one creates it, the others wait for the
-    # lock (held until the procedure's first commit) and then find it.
-    plpy.execute(plpy.prepare("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))", ["text"]), [quoted])
     exists = plpy.execute(plpy.prepare("SELECT pg_catalog.to_regclass($1) IS NOT NULL AS e", ["text"]), [quoted])[0]["e"]
     if not exists:
-        plpy.execute(
-            f"CREATE TABLE {quoted} (id {id_type} NOT NULL, model_name text NOT NULL, "
-            "features real[] NOT NULL, featurized_at timestamptz NOT NULL DEFAULT pg_catalog.now(), "
-            "PRIMARY KEY (id, model_name))"
-        )
+        # Jobs started at once into the same new target: one creates it; the others' CREATE
+        # fails (the first's table, or its row type, exists) and they use the table it made.
+        # No lock is taken: a lock with a key anyone can compute is a lock anyone can hold.
+        try:
+            plpy.execute(
+                f"CREATE TABLE {quoted} (id {id_type} NOT NULL, model_name text NOT NULL, "
+                "features real[] NOT NULL, featurized_at timestamptz NOT NULL DEFAULT pg_catalog.now(), "
+                "PRIMARY KEY (id, model_name))"
+            )
+        except plpy.SPIError as exc:
+            if getattr(exc, "sqlstate", None) not in ("42P07", "23505"):  # duplicate_table, unique_violation
+                raise
     rel = relation(plpy, quoted)
     needed = {"id": None, "model_name": "text", "features": "real[]"}
     for name, typ in needed.items():

@@ -20,8 +20,9 @@ result serialised once. Shapes are inferred on a weightless copy of the graph.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -165,32 +166,82 @@ def _parse(model_bytes: bytes) -> onnx.ModelProto:
     if not isinstance(model_bytes, (bytes, bytearray, memoryview)):
         raise ModelError(f"expected ONNX model bytes, got {type(model_bytes).__name__}")
     data = bytes(model_bytes) if not isinstance(model_bytes, bytes) else model_bytes
-    # The checker runs first, on the bytes: its own parsed copy is freed before ours is made,
-    # so a large model is in memory once here, not twice.
+    # External data is refused before anything (onnx.checker included) looks a path up on the
+    # server's file system. Then the checker runs on the bytes, after our parsed copy is freed,
+    # and the model is parsed again: a large model is in memory at most twice at any moment.
+    _refuse_external_data(_parse_proto(data))
     try:
         onnx.checker.check_model(data)
         checker_error: Exception | None = None
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as e:
         checker_error = e
-    model = onnx.ModelProto()
-    try:
-        model.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as e:
-        raise ModelError("not an ONNX model: the bytes are not an ONNX protobuf", detail=str(e)) from None
+    model = _parse_proto(data)
     if model.ir_version <= 0 or not model.HasField("graph") or len(model.graph.node) == 0:
         raise ModelError(
             "not an ONNX model: no IR version or no graph",
             detail=f"{len(data)} bytes, ir_version {model.ir_version}, {len(model.graph.node)} nodes",
         )
-    for t in model.graph.initializer:
-        if t.data_location == TensorProto.EXTERNAL:
-            raise ModelError(
-                f"the model keeps its weights in external files (initializer {t.name!r})",
-                hint="save it with onnx.save_model(model, path, save_as_external_data=False)",
-            )
     if checker_error is not None:
         raise ModelError("invalid ONNX model (onnx.checker)", detail=str(checker_error)[:2000]) from None
     return model
+
+
+def _parse_proto(data: bytes) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise ModelError("not an ONNX model: the bytes are not an ONNX protobuf", detail=str(e)) from None
+    return model
+
+
+def _tensors(model: onnx.ModelProto) -> Iterator[tuple[str, TensorProto]]:
+    """Every tensor the model carries, with where it sits: graph initializers, sparse
+    initializers (values and indices), tensor-valued node attributes (``Constant`` values
+    included), in every subgraph (``If``/``Loop``/``Scan`` bodies) and in model-local functions."""
+
+    def sparse(where: str, st: onnx.SparseTensorProto) -> Iterator[tuple[str, TensorProto]]:
+        yield f"{where} (values)", st.values
+        yield f"{where} (indices)", st.indices
+
+    def nodes(where: str, node_list: Any) -> Iterator[tuple[str, TensorProto]]:
+        for node in node_list:
+            for attr in node.attribute:
+                at = f"{where}node {node.name or node.op_type!r} attribute {attr.name!r}"
+                if attr.HasField("t"):
+                    yield at, attr.t
+                for t in attr.tensors:
+                    yield at, t
+                if attr.HasField("sparse_tensor"):
+                    yield from sparse(at, attr.sparse_tensor)
+                for st in attr.sparse_tensors:
+                    yield from sparse(at, st)
+                if attr.HasField("g"):
+                    yield from graph(f"{at} subgraph: ", attr.g)
+                for g in attr.graphs:
+                    yield from graph(f"{at} subgraph: ", g)
+
+    def graph(where: str, g: onnx.GraphProto) -> Iterator[tuple[str, TensorProto]]:
+        for t in g.initializer:
+            yield f"{where}initializer {t.name!r}", t
+        for st in g.sparse_initializer:
+            yield from sparse(f"{where}sparse initializer {st.values.name!r}", st)
+        yield from nodes(where, g.node)
+
+    yield from graph("", model.graph)
+    for f in model.functions:
+        yield from nodes(f"function {f.name!r}: ", f.node)
+
+
+def _refuse_external_data(model: onnx.ModelProto) -> None:
+    """Raise ModelError if any tensor of the model keeps its data in an external file."""
+    for where, t in _tensors(model):
+        if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+            raise ModelError(
+                f"the model keeps tensor data in external files ({where}); imgfeat stores whole models only",
+                hint="save it with onnx.save_model(model, path, save_as_external_data=False), "
+                "or onnx.load(path) and register the loaded model's bytes",
+            )
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

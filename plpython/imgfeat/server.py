@@ -100,7 +100,7 @@ def _cache() -> Any:
 
 
 def _state(plpy: Any) -> dict[str, Any]:
-    """Backend state that needs SPI, created on first use: registry plans, configured ceilings."""
+    """Backend state that needs SPI, created on first use: registry plans, the configured ceiling."""
     if "registry" not in _STATE:
         from . import settings
         from .registry import Registry
@@ -113,16 +113,23 @@ def _state(plpy: Any) -> dict[str, Any]:
             "pg_catalog.current_setting('imgfeat.inter_op_num_threads', true) AS inter, "
             "pg_catalog.current_setting('imgfeat.session_cache_size', true) AS cache_size"
         )
-        _STATE["max_pixels_ceiling"] = _pixel_ceiling(settings.config_settings(plpy))
+        _STATE.setdefault("pixel_ceiling", _pixel_ceiling(settings.config_settings(plpy).get("imgfeat.max_image_pixels")))
     return _STATE
 
 
-def _pixel_ceiling(conf: dict[str, str]) -> int:
-    """The configured imgfeat.max_image_pixels, else the built-in default: sessions may only lower it."""
+def _pixel_ceiling(configured: str | None) -> int:
+    """The configured imgfeat.max_image_pixels (``None`` or ``''``: not configured, the built-in
+    default): sessions may only lower it."""
     from . import image, settings
 
-    return settings.parse_int(conf.get("imgfeat.max_image_pixels"), image.DEFAULT_MAX_PIXELS,
-                              "imgfeat.max_image_pixels", minimum=1)
+    return settings.parse_int(configured, image.DEFAULT_MAX_PIXELS, "imgfeat.max_image_pixels", minimum=1)
+
+
+def cached_pixel_ceiling() -> str | None:
+    """``imgfeat_internal.cached_pixel_ceiling()``: the configured pixel ceiling this process
+    already knows, as text, or ``None`` (no SPI)."""
+    ceiling = _STATE.get("pixel_ceiling")
+    return None if ceiling is None else str(ceiling)
 
 
 def knobs_from(max_pixels: str | None, intra: str | None, inter: str | None, cache_size: str | None,
@@ -142,7 +149,7 @@ def tunables(plpy: Any) -> dict[str, int]:
     """Session tunables read now through SPI: max image pixels (capped), onnxruntime threads, cache size."""
     state = _state(plpy)
     row = plpy.execute(state["tunables"])[0]
-    return knobs_from(row["max_pixels"], row["intra"], row["inter"], row["cache_size"], state["max_pixels_ceiling"])
+    return knobs_from(row["max_pixels"], row["intra"], row["inter"], row["cache_size"], state["pixel_ceiling"])
 
 
 def model_from_row(plpy: Any, name: str, row: dict[str, Any] | None, knobs: dict[str, int]) -> Any:
@@ -192,6 +199,9 @@ def model_from_row(plpy: Any, name: str, row: dict[str, Any] | None, knobs: dict
 
     key = f"{info.sha256}/{knobs['intra_op_num_threads']}/{knobs['inter_op_num_threads']}"
     model = cache.get(name, key, load)
+    # The session is cached by the model's bytes (sha256); what the catalog says about the
+    # model (preprocessing, feature_dim, ...) is taken from this call's row, never from the cache.
+    model.meta["info"] = info
     noticed = _STATE["synthetic_noticed"]
     if info.weights_origin == "synthetic" and name not in noticed:
         noticed.add(name)
@@ -212,11 +222,13 @@ def load_model(plpy: Any, name: str, knobs: dict[str, int]) -> Any:
 @entry_point
 def featurize_image(
     plpy: Any, image: bytes | None, model_row: dict[str, Any] | None, model_name: str, resize: str | None,
-    max_pixels: str | None, intra: str | None, inter: str | None, cache_size: str | None,
+    max_pixels: str | None, max_pixels_ceiling: str | None, intra: str | None, inter: str | None,
+    cache_size: str | None,
 ) -> Any:
     """``imgfeat.featurize_image``: one image's feature vector (float32 [D]) or ``None`` for a NULL image.
 
-    Parallel safe: the SQL wrapper passes the model's registry row and the session's
+    Parallel safe: the SQL wrapper (SECURITY DEFINER, the only caller) passes the model's
+    registry row, the configured pixel ceiling (``''``: none configured) and the session's
     settings, so a cached model needs no SPI at all.
     """
     if image is None:
@@ -227,12 +239,11 @@ def featurize_image(
 
     if model_name is None:
         raise InvalidParameterError("model_name must not be NULL")
-
-    if "max_pixels_ceiling" in _STATE or not in_parallel_mode():
-        ceiling = _state(plpy)["max_pixels_ceiling"]
-    else:
-        ceiling = img.DEFAULT_MAX_PIXELS
-    knobs = knobs_from(max_pixels, intra, inter, cache_size, ceiling)
+    if max_pixels_ceiling is not None:
+        _STATE.setdefault("pixel_ceiling", _pixel_ceiling(max_pixels_ceiling))
+    if "pixel_ceiling" not in _STATE:  # only a caller other than the wrapper could get here
+        _state(plpy)
+    knobs = knobs_from(max_pixels, intra, inter, cache_size, _STATE["pixel_ceiling"])
     model = model_from_row(plpy, model_name, model_row, knobs)
     spec = model.meta["info"].preprocessing
     if resize is not None:
@@ -341,7 +352,7 @@ def python_info(plpy: Any) -> str:
     """``imgfeat.python_info()`` as JSON text: interpreter, sys.path, package versions, threads, cache."""
     info: dict[str, Any] = {
         "imgfeat": __version__,
-        "library_path": __file__.rsplit("/", 2)[0],
+        "library_path": __file__.rsplit("/", 2)[0],  # the installed tree, resolved at bootstrap
         "python_version": platform.python_version(),
         "python_executable": sys.executable,
         "sys_path": list(sys.path),
@@ -400,26 +411,32 @@ def register_synthetic_model(plpy: Any, architecture: str, name: str | None, see
     return name
 
 
+FILE_READER_ROLES = ("imgfeat_file_reader", "pg_read_server_files")
+"""Membership in either lets a role featurize files under ``imgfeat.image_root``."""
+
+
 def image_root(plpy: Any) -> str:
-    """The configured ``imgfeat.image_root``, after checking the caller may read server files.
+    """The configured ``imgfeat.image_root``, after checking the caller may read image files.
 
     Raises:
         ConfigurationError: unset, or set by an untrusted source (a session's SET).
-        FileAccessError: the caller is neither superuser nor a member of pg_read_server_files.
+        FileAccessError: the caller is a member of neither :data:`FILE_READER_ROLES`.
     """
     from . import files, settings
 
     allowed = plpy.execute(
-        "SELECT pg_catalog.pg_has_role(current_user, 'pg_read_server_files', 'MEMBER') AS ok"
+        "SELECT pg_catalog.pg_has_role(current_user, 'imgfeat_file_reader', 'MEMBER') "
+        "OR pg_catalog.pg_has_role(current_user, 'pg_read_server_files', 'MEMBER') AS ok"
     )[0]["ok"]
     if not allowed:
         raise files.FileAccessError(
-            "reading image files on the database server requires membership in pg_read_server_files",
-            hint="A superuser grants it: GRANT pg_read_server_files TO <role>; or load the images as bytea.",
+            "reading image files on the database server requires membership in imgfeat_file_reader",
+            hint="A superuser grants it: GRANT imgfeat_file_reader TO <role>; or load the images as bytea "
+            "(imgfeat load DIR --table T).",
         )
     root = settings.trusted_setting(plpy, settings.config_settings(plpy), "imgfeat.image_root")
     if root is None:
-        files.resolve(None, "")
+        files.require_root(None)
     return root  # type: ignore[return-value]
 
 

@@ -3,15 +3,16 @@
 imgfeat has no C code, so its settings are *placeholder* variables: PostgreSQL lets any
 user ``SET`` them in a session (or through PGOPTIONS, ALTER ROLE/DATABASE), and hides them
 from ``pg_settings``. Settings that widen what the server process may do
-(``imgfeat.python_lib_dir``, ``imgfeat.image_root``) are therefore taken only from the
-server configuration files (postgresql.conf, or ``ALTER SYSTEM`` in postgresql.auto.conf),
-read through ``imgfeat._config_settings()`` — a SECURITY DEFINER view of
+(``imgfeat.image_root``, the ceiling of ``imgfeat.max_image_pixels``) are therefore taken only
+from the server configuration files (postgresql.conf, or ``ALTER SYSTEM`` in postgresql.auto.conf),
+read through ``imgfeat_internal.config_settings()`` — a SECURITY DEFINER view of
 ``pg_file_settings`` restricted to ``imgfeat.*``. When the session's current value differs
 from the configured one, it was set by a session, role, database or client, and
 :func:`trusted_setting` raises :class:`~imgfeat.errors.ConfigurationError`.
 
 ``imgfeat.max_image_pixels`` may be lowered by a session, never raised above the configured
-(or built-in) value. Tunables (threads, cache size) are read with ``current_setting``.
+(or built-in) value. Tunables (threads, cache size) are read with ``current_setting``. Where
+the library lives is no setting at all: it is fixed when the extension is installed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-_CONFIG_SQL = "SELECT name, setting FROM imgfeat._config_settings()"
+_CONFIG_SQL = "SELECT name, setting FROM imgfeat_internal.config_settings()"
 
 
 def config_settings(plpy: Any) -> dict[str, str]:

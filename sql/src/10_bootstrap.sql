@@ -1,8 +1,14 @@
--- The PL/Python bootstrap: every function's prelude calls this once per backend.
+-- Internal objects live in the schema imgfeat_internal, apart from the public surface. Analysts
+-- (imgfeat_user) may use the schema but execute only imgfeat_internal.bootstrap() and
+-- imgfeat_internal.config_settings(): the functions that take a catalog row are reachable only
+-- through the SECURITY DEFINER wrappers in 30_featurize_image.sql and 50_classifiers.sql.
+
+CREATE SCHEMA imgfeat_internal;
+COMMENT ON SCHEMA imgfeat_internal IS 'imgfeat''s internal objects: not part of its interface (see the README''s Security section).';
 
 -- Placeholder settings are hidden from pg_settings and any user can SET them, so settings
 -- that widen what the server may do are read from the configuration files only.
-CREATE FUNCTION imgfeat._config_settings() RETURNS TABLE (name text, setting text)
+CREATE FUNCTION imgfeat_internal.config_settings() RETURNS TABLE (name text, setting text)
 LANGUAGE sql STABLE PARALLEL RESTRICTED SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
@@ -11,34 +17,28 @@ BEGIN ATOMIC
     WHERE f.name LIKE 'imgfeat.%' AND f.error IS NULL
     ORDER BY f.name, f.seqno DESC;
 END;
-COMMENT ON FUNCTION imgfeat._config_settings() IS
-'Internal. The imgfeat.* settings as the server configuration files (postgresql.conf, postgresql.auto.conf from ALTER SYSTEM) set them: name, value. SECURITY DEFINER over pg_file_settings (superuser-only), restricted to imgfeat.*. Settings that widen what the server may do (imgfeat.python_lib_dir, imgfeat.image_root) are honoured only from here.';
+COMMENT ON FUNCTION imgfeat_internal.config_settings() IS
+'Internal. The imgfeat.* settings as the server configuration files (postgresql.conf, postgresql.auto.conf from ALTER SYSTEM) set them: name, value. SECURITY DEFINER over pg_file_settings (superuser-only), restricted to imgfeat.*. Settings that widen what the server may do (imgfeat.image_root, the ceiling imgfeat.max_image_pixels) are honoured only from here.';
 
-CREATE FUNCTION imgfeat._bootstrap() RETURNS void
+-- The PL/Python bootstrap: functions that never run in parallel mode call it once per backend.
+-- The library's location is fixed when the extension is built (make install substitutes it);
+-- only the extension's version, from the catalog, completes the path.
+CREATE FUNCTION imgfeat_internal.bootstrap() RETURNS void
 LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-import sys
-libdir = "@IMGFEAT_LIB_DIR@"
-configured = plpy.execute("SELECT setting FROM imgfeat._config_settings() WHERE name = 'imgfeat.python_lib_dir'")
-current = plpy.execute("SELECT pg_catalog.current_setting('imgfeat.python_lib_dir', true) AS v")[0]["v"] or None
-if configured:
-    libdir = configured[0]["setting"]
-if current is not None and current != (configured[0]["setting"] if configured else None):
-    plpy.error(
-        "imgfeat.python_lib_dir is set to '%s' outside the server configuration; imgfeat honours it only from postgresql.conf or ALTER SYSTEM" % current,
-        detail="Any user can SET a placeholder setting; the server must not import code from a session's directory.",
-        hint="RESET imgfeat.python_lib_dir; a superuser sets it with ALTER SYSTEM SET imgfeat.python_lib_dir = '...'; SELECT pg_reload_conf();",
-        sqlstate="55000")
+import os, re, sys
 version = plpy.execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'imgfeat'")[0]["extversion"]
-path = libdir.rstrip("/") + "/" + version
+if not re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", version):
+    plpy.error("imgfeat: unexpected extension version %r" % version, sqlstate="55000")
+path = os.path.realpath("@IMGFEAT_LIB_DIR@/" + version)
 if path not in sys.path:
     sys.path.insert(0, path)
 try:
     import imgfeat.server as server
 except ImportError as exc:
-    plpy.error("imgfeat: cannot import the imgfeat library from %s: %s" % (path, exc),
-               hint="Run `make install` on the database host, or set imgfeat.python_lib_dir; see SELECT imgfeat.python_info() and the README's Troubleshooting.",
+    plpy.error("imgfeat: cannot import the imgfeat library from @IMGFEAT_LIB_DIR@/%s: %s" % (version, exc),
+               hint="Run `make install` on the database host (as root); see SELECT imgfeat.python_info() and the README's Troubleshooting.",
                sqlstate="58000")
 if server.__version__ != version:
     plpy.error("imgfeat: library version %s at %s does not match the extension version %s" % (server.__version__, server.__file__, version),
@@ -46,16 +46,16 @@ if server.__version__ != version:
                sqlstate="55000")
 GD["imgfeat"] = server
 $$;
-COMMENT ON FUNCTION imgfeat._bootstrap() IS
-'Internal. Puts <imgfeat.python_lib_dir>/<extension version> (default @IMGFEAT_LIB_DIR@/<version>) on sys.path, checks the library version equals the extension version, and stores the imgfeat.server module in GD. imgfeat.python_lib_dir is honoured only from the server configuration.';
+COMMENT ON FUNCTION imgfeat_internal.bootstrap() IS
+'Internal. Puts @IMGFEAT_LIB_DIR@/<extension version> (fixed when the extension was installed; resolved once, so a reinstall never shows a backend half a library) on sys.path, checks that the library''s version equals the extension''s, and stores the imgfeat.server module in GD. No setting, argument or table chooses the directory.';
 
 CREATE FUNCTION imgfeat.python_info() RETURNS jsonb
 LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
-    plpy.execute("SELECT imgfeat._bootstrap()")
+    plpy.execute("SELECT imgfeat_internal.bootstrap()")
 return GD["imgfeat"].python_info(plpy)
 $$;
 COMMENT ON FUNCTION imgfeat.python_info() IS
-'The server-side Python as imgfeat sees it: python_version, python_executable, sys_path, package versions (numpy, onnxruntime, PIL, sklearn, onnx; "MISSING: ..." when absent), onnxruntime providers and cpu_count, the session''s settings (threads, max image pixels, cache size) and its model cache (loaded models, load counts per model, evictions). The first thing to run when something is wrong.';
+'The server-side Python as imgfeat sees it: imgfeat (library version), library_path (the installed directory, fixed at install), python_version, python_executable, sys_path, package versions (numpy, onnxruntime, PIL, sklearn, onnx; "MISSING: ..." when absent), onnxruntime providers and cpu_count, the session''s settings (threads, max image pixels, cache size) and its model cache (loaded models, load counts per model, evictions). The first thing to run when something is wrong.';

@@ -45,7 +45,7 @@ LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
-    plpy.execute("SELECT imgfeat._bootstrap()")
+    plpy.execute("SELECT imgfeat_internal.bootstrap()")
 GD["imgfeat"].register_model(plpy, name, onnx, architecture, weights_origin, preprocessing, output_name, feature_dim, replace)
 return plpy.execute(plpy.prepare("SELECT * FROM imgfeat.models WHERE name = $1", ["text"]), [name])[0]
 $$;
@@ -66,7 +66,7 @@ LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
-    plpy.execute("SELECT imgfeat._bootstrap()")
+    plpy.execute("SELECT imgfeat_internal.bootstrap()")
 GD["imgfeat"].register_model(plpy, name, int(onnx_large_object), architecture, weights_origin, preprocessing, output_name, feature_dim, replace)
 return plpy.execute(plpy.prepare("SELECT * FROM imgfeat.models WHERE name = $1", ["text"]), [name])[0]
 $$;
@@ -103,7 +103,7 @@ LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
-    plpy.execute("SELECT imgfeat._bootstrap()")
+    plpy.execute("SELECT imgfeat_internal.bootstrap()")
 registered = GD["imgfeat"].register_synthetic_model(plpy, architecture, name, seed, replace)
 return plpy.execute(plpy.prepare("SELECT * FROM imgfeat.models WHERE name = $1", ["text"]), [registered])[0]
 $$;

@@ -2,37 +2,52 @@
 --
 -- imgfeat.featurize_image is PARALLEL SAFE, so SELECT imgfeat.featurize_image(image) FROM t
 -- can run in parallel workers. PL/Python's SPI (plpy.execute, plpy.prepare) opens a
--- subtransaction per call, which PostgreSQL refuses in parallel mode; so the SQL wrapper
--- looks up the model's registry row and reads the session's settings itself, and passes
--- them to the PL/Python function, whose hot path makes no SPI call. A model's bytes come
--- from a verified file cache in the data directory (written at registration and on first
--- load) when SPI is not allowed.
+-- subtransaction per call, which PostgreSQL refuses in parallel mode; so the SQL wrapper looks
+-- up the model's registry row and the configured pixel ceiling itself and passes them to the
+-- internal PL/Python function, whose hot path makes no SPI call. The wrapper is SECURITY
+-- DEFINER (owner imgfeat_definer) because the internal function trusts the row it is given:
+-- no caller can hand it a row of their own. A model's bytes come from a verified file cache in
+-- the data directory (written at registration and on first load) when SPI is not allowed.
 
-CREATE FUNCTION imgfeat._featurize_image(
+CREATE FUNCTION imgfeat_internal.featurize_image(
     image bytea, model imgfeat.models, model_name text, resize text,
-    lib_dir text, max_pixels text, intra_threads text, inter_threads text, cache_size text
+    max_pixels text, max_pixels_ceiling text, intra_op_threads text, inter_op_threads text, cache_size text
 ) RETURNS real[]
 LANGUAGE plpython3u STABLE PARALLEL SAFE COST 10000
 SET search_path = pg_catalog, pg_temp
 AS $$
 @PARALLEL_PRELUDE@
-return GD["imgfeat"].featurize_image(plpy, image, model, model_name, resize, max_pixels, intra_threads, inter_threads, cache_size)
+return GD["imgfeat"].featurize_image(plpy, image, model, model_name, resize, max_pixels, max_pixels_ceiling,
+                                     intra_op_threads, inter_op_threads, cache_size)
 $$;
-COMMENT ON FUNCTION imgfeat._featurize_image(bytea, imgfeat.models, text, text, text, text, text, text, text) IS
-'Internal: the PL/Python body of imgfeat.featurize_image, given the model''s registry row and the session''s settings so that it needs no SPI (parallel workers).';
+COMMENT ON FUNCTION imgfeat_internal.featurize_image(bytea, imgfeat.models, text, text, text, text, text, text, text) IS
+'Internal: the PL/Python body of imgfeat.featurize_image, given the model''s registry row, the configured pixel ceiling and the session''s settings so that it needs no SPI (parallel workers). Executable only by imgfeat_definer, the owner of imgfeat.featurize_image.';
+
+CREATE FUNCTION imgfeat_internal.cached_pixel_ceiling() RETURNS text
+LANGUAGE plpython3u STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+server = GD.get("imgfeat")
+return None if server is None else server.cached_pixel_ceiling()
+$$;
+COMMENT ON FUNCTION imgfeat_internal.cached_pixel_ceiling() IS
+'Internal: the configured imgfeat.max_image_pixels this process has already been given (a decimal number, '''' when the configuration sets none), or NULL; imgfeat.featurize_image reads the configuration files only when it is NULL. Runs no query.';
 
 CREATE FUNCTION imgfeat.featurize_image(image bytea, model_name text DEFAULT 'resnet18', resize text DEFAULT NULL)
 RETURNS real[]
-LANGUAGE sql STABLE PARALLEL SAFE COST 10000
+LANGUAGE sql STABLE PARALLEL SAFE COST 10000 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-RETURN imgfeat._featurize_image(
+RETURN imgfeat_internal.featurize_image(
     image,
     (SELECT m FROM imgfeat.models m WHERE m.name = featurize_image.model_name),
     model_name, resize,
-    pg_catalog.current_setting('imgfeat.python_lib_dir', true),
     pg_catalog.current_setting('imgfeat.max_image_pixels', true),
+    COALESCE(imgfeat_internal.cached_pixel_ceiling(),
+             (SELECT s.setting FROM imgfeat_internal.config_settings() s WHERE s.name = 'imgfeat.max_image_pixels'),
+             ''),
     pg_catalog.current_setting('imgfeat.intra_op_num_threads', true),
     pg_catalog.current_setting('imgfeat.inter_op_num_threads', true),
     pg_catalog.current_setting('imgfeat.session_cache_size', true));
+ALTER FUNCTION imgfeat.featurize_image(bytea, text, text) OWNER TO imgfeat_definer;
 COMMENT ON FUNCTION imgfeat.featurize_image(bytea, text, text) IS
-'The feature vector of one image: real[] of the model''s feature_dim (512 for resnet18, 2048 for resnet50/resnet101, 4096 for alexnet). image: encoded bytes of any format Pillow reads (PNG, JPEG, PGM, GIF, TIFF, BMP, WebP, ...); decoded to 8-bit RGB, resized and normalised as the model''s preprocessing spec says (NCHW float32), run through onnxruntime (the session is cached per connection and model, reloaded when the model''s sha256 or the thread settings change). resize: isocrop | isopad | aniso overrides the spec''s mode. NULL image gives NULL. PARALLEL SAFE: SELECT imgfeat.featurize_image(image) FROM big_table can use parallel workers (one onnxruntime session per worker; imgfeat.intra_op_num_threads threads each). Errors: undecodable bytes (SQLSTATE 22P02, with the reason), more pixels than imgfeat.max_image_pixels (54000), unknown model (42704, listing the registered ones).';
+'The feature vector of one image: real[] of the model''s feature_dim (512 for resnet18, 2048 for resnet50/resnet101, 4096 for alexnet). image: encoded bytes of any format Pillow reads (PNG, JPEG, PGM, GIF, TIFF, BMP, WebP, ...); decoded to 8-bit RGB, resized and normalised as the model''s preprocessing spec in imgfeat.models says (NCHW float32), run through onnxruntime (the session is cached per connection and model, reloaded when the model''s sha256 or the thread settings change). resize: isocrop | isopad | aniso overrides the spec''s mode. NULL image gives NULL. PARALLEL SAFE: SELECT imgfeat.featurize_image(image) FROM big_table can use parallel workers (one onnxruntime session per worker; imgfeat.intra_op_num_threads threads each). SECURITY DEFINER (owner imgfeat_definer, which may only read the registry and call the internal function): the caller''s own arguments are the image, the model''s name and resize. Errors: undecodable bytes (SQLSTATE 22P02, with the reason); an image with more pixels than the limit (SQLSTATE 54000; the limit is imgfeat.max_image_pixels, 50 million unless configured, which a session may lower but not raise); an unknown model (SQLSTATE 42704, listing the registered ones).';

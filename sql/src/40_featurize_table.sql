@@ -6,11 +6,11 @@ LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE COST 10000
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
-    plpy.execute("SELECT imgfeat._bootstrap()")
+    plpy.execute("SELECT imgfeat_internal.bootstrap()")
 return GD["imgfeat"].featurize_image_file(plpy, path, model_name, resize)
 $$;
 COMMENT ON FUNCTION imgfeat.featurize_image_file(text, text, text) IS
-'The feature vector (real[]) of an image file on the database server, as imgfeat.featurize_image. path: relative to imgfeat.image_root, or absolute inside it; resolved (.., symlinks) before the check. Refused: no root configured or one set by a session (55000); a path outside the root, a directory, device or other non-regular file, or a caller not in pg_read_server_files (42501). NULL path gives NULL. VOLATILE: files can change.';
+'The feature vector (real[]) of an image file on the database server, as imgfeat.featurize_image. path: relative to imgfeat.image_root, or absolute inside it. The file is opened one path component at a time from the root''s directory, following a symlink only where its target stays inside the root, and what was opened is checked to lie inside the root before it is read: no path, symlink or concurrent rename leads outside. Refused: no root configured, or one set by a session (SQLSTATE 55000); a path outside the root, a directory, device or other non-regular file, or a caller that is neither a member of imgfeat_file_reader nor of pg_read_server_files (42501). NULL path gives NULL. VOLATILE: files can change.';
 
 CREATE TABLE imgfeat.featurize_errors (
     source       regclass NOT NULL,
@@ -44,6 +44,16 @@ CREATE TABLE imgfeat.featurize_jobs (
 COMMENT ON TABLE imgfeat.featurize_jobs IS
 'One row per CALL imgfeat.featurize, updated and committed after every batch. A job whose status is running but whose pid is gone was interrupted; call the procedure again to resume.';
 
+CREATE TABLE imgfeat_internal.job_locks (
+    source      regclass NOT NULL,
+    target      regclass NOT NULL,
+    model_name  text NOT NULL,
+    lock_key    bigint NOT NULL DEFAULT ('x' || pg_catalog.substr(pg_catalog.md5(pg_catalog.gen_random_uuid()::pg_catalog.text), 1, 16))::pg_catalog.bit(64)::bigint,
+    PRIMARY KEY (source, target, model_name)
+);
+COMMENT ON TABLE imgfeat_internal.job_locks IS
+'Internal. The advisory-lock key of each featurize job (source, target, model): 64 random bits, readable and created only by roles that may read the source (row-level security), so no other role can take the lock first and block the job.';
+
 CREATE VIEW imgfeat.featurize_progress AS
 SELECT j.job_id, j.source, j.target, j.model_name,
        CASE WHEN j.status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = j.pid)
@@ -70,8 +80,8 @@ CREATE PROCEDURE imgfeat.featurize(
 LANGUAGE plpython3u
 AS $$
 if "imgfeat" not in GD:
-    plpy.execute("SELECT imgfeat._bootstrap()")
+    plpy.execute("SELECT imgfeat_internal.bootstrap()")
 GD["imgfeat"].featurize_table(plpy, source, target, model_name, id_column, image_column, batch_size, on_error)
 $$;
 COMMENT ON PROCEDURE imgfeat.featurize(regclass, text, text, text, text, integer, text) IS
-'Featurizes every row of source into target (created if missing: id <source id type>, model_name text, features real[], featurized_at; primary key (id, model_name)). image_column is bytea (image bytes) or text (paths under imgfeat.image_root). Rows go through onnxruntime in batches of batch_size (1..4096), each batch committed: interrupted jobs keep their work, and calling again does only the rows not yet done (one row per id and model). on_error: raise (stop with an ERROR naming the id) | skip (record in imgfeat.featurize_errors and go on). Progress: NOTICEs every 10 s and imgfeat.featurize_progress. Call it outside an explicit transaction block (it commits). Runs with the caller''s rights; identifiers are quoted.';
+'Featurizes every row of source into target (created if missing: id <source id type>, model_name text, features real[], featurized_at; primary key (id, model_name)). image_column is bytea (image bytes) or text (paths under imgfeat.image_root; reading files needs membership in imgfeat_file_reader or pg_read_server_files). Rows go through onnxruntime in batches of batch_size (1..4096), each batch committed: interrupted jobs keep their work, and calling again does only the rows not yet done (one row per id and model). on_error: raise (stop with an ERROR naming the id) | skip (record in imgfeat.featurize_errors and go on). Progress: NOTICEs every 10 s and imgfeat.featurize_progress. Call it outside an explicit transaction block (it commits). Runs with the caller''s rights; identifiers are quoted.';

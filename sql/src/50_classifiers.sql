@@ -1,11 +1,12 @@
 -- Logistic-regression classifiers: train (CALL imgfeat.train_logistic_regression), store
 -- (imgfeat.classifiers, plain numbers), predict (scalar and set-based), evaluate.
--- Everything runs with the caller's rights (SECURITY INVOKER). Server side: imgfeat/classifiers.py.
+-- Everything runs with the caller's rights (SECURITY INVOKER) except predict and predict_proba
+-- (SECURITY DEFINER, see below). Server side: imgfeat/classifiers.py.
 -- Parallel labels: PL/Python's SPI (plpy.execute, plpy.cursor) opens a subtransaction per query,
 -- and PostgreSQL 15 refuses subtransactions in parallel mode ("cannot start subtransactions during
 -- a parallel operation"), in workers and in the leader alike. So imgfeat.predict/predict_proba are
 -- SQL wrappers that look the classifier row up themselves and pass it to a PL/Python body that runs
--- no query (PARALLEL SAFE, like imgfeat.featurize_image); predict_table and evaluate read their
+-- no query (PARALLEL SAFE, like imgfeat.featurize_image); only they may call it, as their owner; predict_table and evaluate read their
 -- source through SPI and are PARALLEL UNSAFE.
 
 CREATE TABLE imgfeat.classifiers (
@@ -60,15 +61,15 @@ CREATE PROCEDURE imgfeat.train_logistic_regression(
 LANGUAGE plpython3u
 AS $$
 if "imgfeat" not in GD:
-    plpy.execute("SELECT imgfeat._bootstrap()")
+    plpy.execute("SELECT imgfeat_internal.bootstrap()")
 GD["imgfeat"].train_logistic_regression(plpy, classifier_name, source, features_column, label_column,
                                         l1_weight, l2_weight, max_iterations, normalize, class_weight, replace)
 $$;
 COMMENT ON PROCEDURE imgfeat.train_logistic_regression(text, regclass, text, text, float8, float8, integer, boolean, text, boolean) IS
 'Trains a logistic regression on every row of source (table or view) and stores it in imgfeat.classifiers as classifier_name. features_column: a 1-D array of numbers (real[] from imgfeat.featurize; all rows the same length d, finite, not NULL). label_column: text, integer or boolean; two distinct labels train a binary model, more a multinomial (softmax) one. Regularisation in rxLogisticRegression''s terms: minimise sum_i logloss_i + l1_weight * ||w||_1 + l2_weight / 2 * ||w||_2^2 (intercepts not penalised), solved by scikit-learn''s LogisticRegression with C = 1 / (l1_weight + l2_weight), l1_ratio = l1_weight / (l1_weight + l2_weight) (both 0: no penalty, C = infinity), solver lbfgs when l1_weight = 0 else saga, tol 1e-6, max_iter = max_iterations. "normalize" (quoted in named notation, NORMALIZE being an SQL keyword: "normalize" => false): standardise each feature by the training mean and population standard deviation first; the standardisation is stored with the model and applied at prediction. class_weight: NULL or ''balanced'' (n / (n_classes * rows of the class)). replace: overwrite an existing classifier of that name (its owner is kept). Rows are named in errors by the source''s id column (else ctid, else row number): errors for a single class, NULL labels, NULL / non-finite / multi-dimensional features, vectors of different lengths (at most 10 ids named), a name already taken without replace (42710), features of several featurizer models in the source''s model_name column. Not converging within max_iterations is a NOTICE with advice (the classifier is stored). The featurizer model is taken from a single-valued model_name column. Runs with the caller''s rights: the caller needs SELECT on source (else 42501).';
 
-CREATE FUNCTION imgfeat._classify(
-    features real[], classifier_name text, classifier imgfeat.classifiers, version text, output text, lib_dir text
+CREATE FUNCTION imgfeat_internal.classify(
+    features real[], classifier_name text, classifier imgfeat.classifiers, version text, output text
 ) RETURNS text
 LANGUAGE plpython3u STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -76,44 +77,46 @@ AS $$
 @PARALLEL_PRELUDE@
 return GD["imgfeat"].classify(plpy, features, classifier_name, classifier, version, output)
 $$;
-COMMENT ON FUNCTION imgfeat._classify(real[], text, imgfeat.classifiers, text, text, text) IS
-'Internal: the PL/Python body of imgfeat.predict (output ''label'') and imgfeat.predict_proba (output ''proba'', JSON text), given the classifier''s row and its version (trained_at, xmin, ctid) so that it needs no SPI (parallel workers).';
+COMMENT ON FUNCTION imgfeat_internal.classify(real[], text, imgfeat.classifiers, text, text) IS
+'Internal: the PL/Python body of imgfeat.predict (output ''label'') and imgfeat.predict_proba (output ''proba'', JSON text), given the classifier''s row and its version (trained_at, xmin, ctid) so that it needs no SPI (parallel workers). Executable only by imgfeat_definer, the owner of imgfeat.predict and imgfeat.predict_proba.';
 
-CREATE FUNCTION imgfeat._classifier_cached(classifier_name text, version text) RETURNS boolean
+CREATE FUNCTION imgfeat_internal.classifier_cached(classifier_name text, version text) RETURNS boolean
 LANGUAGE plpython3u STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 server = GD.get("imgfeat")
 return server is not None and server.classifier_cached(classifier_name, version)
 $$;
-COMMENT ON FUNCTION imgfeat._classifier_cached(text, text) IS
+COMMENT ON FUNCTION imgfeat_internal.classifier_cached(text, text) IS
 'Internal: whether this backend holds the classifier at this row version (trained_at, xmin, ctid), so that imgfeat.predict passes (detoasts, converts) the classifier row only when it does not. Runs no query.';
 
 CREATE FUNCTION imgfeat.predict(classifier_name text, features real[]) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT imgfeat._classify(
+    SELECT imgfeat_internal.classify(
                predict.features, predict.classifier_name,
-               CASE WHEN imgfeat._classifier_cached(predict.classifier_name, c.trained_at::pg_catalog.text || ' ' || c.xmin::pg_catalog.text || ' ' || c.ctid::pg_catalog.text) THEN NULL ELSE c END,
-               c.trained_at::pg_catalog.text || ' ' || c.xmin::pg_catalog.text || ' ' || c.ctid::pg_catalog.text, 'label', pg_catalog.current_setting('imgfeat.python_lib_dir', true))
+               CASE WHEN imgfeat_internal.classifier_cached(predict.classifier_name, c.trained_at::pg_catalog.text || ' ' || c.xmin::pg_catalog.text || ' ' || c.ctid::pg_catalog.text) THEN NULL ELSE c END,
+               c.trained_at::pg_catalog.text || ' ' || c.xmin::pg_catalog.text || ' ' || c.ctid::pg_catalog.text, 'label')
       FROM (SELECT) AS one LEFT JOIN imgfeat.classifiers c ON c.name = predict.classifier_name;
 END;
+ALTER FUNCTION imgfeat.predict(text, real[]) OWNER TO imgfeat_definer;
 COMMENT ON FUNCTION imgfeat.predict(text, real[]) IS
-'The most probable class (as text: integer and boolean labels as their text form) of one feature vector real[d] under the classifier. NULL features give NULL. Errors: unknown classifier (42704; known ones listed in DETAIL), a vector of another length than the classifier''s feature_dim, NaN/infinite/NULL elements (22023). The classifier is built once per backend and rebuilt when its row changes (replace, UPDATE). PARALLEL SAFE: the row is looked up here and handed to a PL/Python body that runs no query, so predict composes with imgfeat.featurize_image in parallel plans. For whole tables imgfeat.predict_table is faster.';
+'The most probable class (as text: integer and boolean labels as their text form) of one feature vector real[d] under the classifier. NULL features give NULL. Errors: unknown classifier (SQLSTATE 42704; known ones listed in DETAIL), a vector of another length than the classifier''s feature_dim, NaN/infinite/NULL elements (22023). The classifier is built once per backend and rebuilt when its row changes (replace, UPDATE). PARALLEL SAFE: the row is looked up here and handed to a PL/Python body that runs no query, so predict composes with imgfeat.featurize_image in parallel plans. SECURITY DEFINER (owner imgfeat_definer, which may only read imgfeat.classifiers and call the internal function): every classifier is readable by every imgfeat_user anyway, and no caller can hand the internal function a row of their own. For whole tables imgfeat.predict_table is faster.';
 
 CREATE FUNCTION imgfeat.predict_proba(classifier_name text, features real[]) RETURNS jsonb
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT imgfeat._classify(
+    SELECT imgfeat_internal.classify(
                predict_proba.features, predict_proba.classifier_name,
-               CASE WHEN imgfeat._classifier_cached(predict_proba.classifier_name, c.trained_at::pg_catalog.text || ' ' || c.xmin::pg_catalog.text || ' ' || c.ctid::pg_catalog.text) THEN NULL ELSE c END,
-               c.trained_at::pg_catalog.text || ' ' || c.xmin::pg_catalog.text || ' ' || c.ctid::pg_catalog.text, 'proba', pg_catalog.current_setting('imgfeat.python_lib_dir', true))::pg_catalog.jsonb
+               CASE WHEN imgfeat_internal.classifier_cached(predict_proba.classifier_name, c.trained_at::pg_catalog.text || ' ' || c.xmin::pg_catalog.text || ' ' || c.ctid::pg_catalog.text) THEN NULL ELSE c END,
+               c.trained_at::pg_catalog.text || ' ' || c.xmin::pg_catalog.text || ' ' || c.ctid::pg_catalog.text, 'proba')::pg_catalog.jsonb
       FROM (SELECT) AS one LEFT JOIN imgfeat.classifiers c ON c.name = predict_proba.classifier_name;
 END;
+ALTER FUNCTION imgfeat.predict_proba(text, real[]) OWNER TO imgfeat_definer;
 COMMENT ON FUNCTION imgfeat.predict_proba(text, real[]) IS
-'Class probabilities of one feature vector real[d] as jsonb {"label": probability, ...} over all the classifier''s classes (floats summing to 1). NULL features give NULL. Errors and caching as imgfeat.predict; PARALLEL SAFE.';
+'Class probabilities of one feature vector real[d] as jsonb {"label": probability, ...} over all the classifier''s classes (floats summing to 1). NULL features give NULL. Errors, caching and SECURITY DEFINER as imgfeat.predict; PARALLEL SAFE.';
 
 CREATE FUNCTION imgfeat.predict_table(
     classifier_name text,
@@ -125,7 +128,7 @@ LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 1000
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
-    plpy.execute("SELECT imgfeat._bootstrap()")
+    plpy.execute("SELECT imgfeat_internal.bootstrap()")
 return GD["imgfeat"].predict_table(plpy, classifier_name, source, features_column, id_column)
 $$;
 COMMENT ON FUNCTION imgfeat.predict_table(text, regclass, text, text) IS
@@ -141,7 +144,7 @@ LANGUAGE plpython3u STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 if "imgfeat" not in GD:
-    plpy.execute("SELECT imgfeat._bootstrap()")
+    plpy.execute("SELECT imgfeat_internal.bootstrap()")
 return GD["imgfeat"].evaluate_classifier(plpy, classifier_name, source, features_column, label_column)
 $$;
 COMMENT ON FUNCTION imgfeat.evaluate(text, regclass, text, text) IS

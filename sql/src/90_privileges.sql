@@ -1,33 +1,36 @@
--- Roles and privileges.
+-- Privileges (the roles are created in 05_roles.sql).
 --
--- imgfeat_user:  featurizes, trains, predicts and evaluates. Analysts are granted this role.
--- imgfeat_admin: also registers and drops featurizer models, and manages every classifier.
--- The roles are cluster-wide: created here if missing, never dropped with the extension.
--- Every function runs with the caller's rights (SECURITY INVOKER), except the internal
--- imgfeat._config_settings(), which reads the superuser-only pg_file_settings for imgfeat.*.
--- PUBLIC gets nothing: not even USAGE on the schema.
-
-DO $roles$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'imgfeat_user') THEN
-        CREATE ROLE imgfeat_user NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'imgfeat_admin') THEN
-        CREATE ROLE imgfeat_admin NOLOGIN;
-    END IF;
-    IF NOT pg_catalog.pg_has_role('imgfeat_admin', 'imgfeat_user', 'MEMBER') THEN
-        GRANT imgfeat_user TO imgfeat_admin;
-    END IF;
-END
-$roles$;
-COMMENT ON ROLE imgfeat_user IS 'imgfeat: featurize images, train, predict and evaluate classifiers (GRANT imgfeat_user TO analyst). Reading image files on the server also needs pg_read_server_files.';
-COMMENT ON ROLE imgfeat_admin IS 'imgfeat: everything imgfeat_user may do, plus registering and dropping featurizer models and managing every classifier.';
+-- Every function runs with the caller's rights (SECURITY INVOKER), except
+--   imgfeat_internal.config_settings(), which reads the superuser-only pg_file_settings for imgfeat.*, and
+--   imgfeat.featurize_image, imgfeat.predict, imgfeat.predict_proba, owned by imgfeat_definer, the only
+--   role that may call the internal functions taking a catalog row.
+-- PUBLIC gets nothing: not even USAGE on the schemas.
 
 REVOKE ALL ON SCHEMA imgfeat FROM PUBLIC;
 GRANT USAGE ON SCHEMA imgfeat TO imgfeat_user;
 
 REVOKE ALL ON ALL ROUTINES IN SCHEMA imgfeat FROM PUBLIC;
 GRANT EXECUTE ON ALL ROUTINES IN SCHEMA imgfeat TO imgfeat_user;
+
+-- The internal schema: analysts' PL/Python functions bootstrap the library and read the
+-- configuration through it, and jobs take their locks; nothing else is theirs to call.
+REVOKE ALL ON SCHEMA imgfeat_internal FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA imgfeat_internal FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA imgfeat_internal FROM PUBLIC;
+GRANT USAGE ON SCHEMA imgfeat_internal TO imgfeat_user, imgfeat_definer;
+GRANT EXECUTE ON FUNCTION imgfeat_internal.bootstrap(), imgfeat_internal.config_settings() TO imgfeat_user, imgfeat_definer;
+GRANT EXECUTE ON FUNCTION
+    imgfeat_internal.featurize_image(bytea, imgfeat.models, text, text, text, text, text, text, text),
+    imgfeat_internal.cached_pixel_ceiling(),
+    imgfeat_internal.classify(real[], text, imgfeat.classifiers, text, text),
+    imgfeat_internal.classifier_cached(text, text)
+  TO imgfeat_definer;
+GRANT USAGE ON SCHEMA imgfeat TO imgfeat_definer;
+GRANT SELECT, INSERT ON imgfeat_internal.job_locks TO imgfeat_user;
+ALTER TABLE imgfeat_internal.job_locks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY job_locks_access ON imgfeat_internal.job_locks FOR ALL
+    USING (pg_catalog.has_table_privilege(source, 'SELECT'))
+    WITH CHECK (pg_catalog.has_table_privilege(source, 'SELECT'));
 DO $admin$
 DECLARE
     f regprocedure;
@@ -50,6 +53,7 @@ GRANT SELECT, INSERT, DELETE ON imgfeat.featurize_errors TO imgfeat_user;
 GRANT SELECT, INSERT, UPDATE ON imgfeat.featurize_jobs TO imgfeat_user;
 GRANT SELECT ON imgfeat.featurize_progress TO imgfeat_user;
 GRANT SELECT, INSERT, UPDATE, DELETE ON imgfeat.classifiers TO imgfeat_user;
+GRANT SELECT ON imgfeat.models, imgfeat.model_chunks, imgfeat.classifiers TO imgfeat_definer;
 
 -- Classifiers: everyone with imgfeat_user reads and uses every classifier; only its owner
 -- (or imgfeat_admin) replaces or deletes it, and trained_by is always the role that wrote it.
@@ -71,7 +75,8 @@ CREATE POLICY classifiers_delete ON imgfeat.classifiers FOR DELETE
 ALTER TABLE imgfeat.featurize_jobs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY featurize_jobs_select ON imgfeat.featurize_jobs FOR SELECT
     USING (started_by = current_user OR pg_catalog.has_table_privilege(source, 'SELECT'));
-CREATE POLICY featurize_jobs_insert ON imgfeat.featurize_jobs FOR INSERT WITH CHECK (started_by = current_user);
+CREATE POLICY featurize_jobs_insert ON imgfeat.featurize_jobs FOR INSERT
+    WITH CHECK (started_by = current_user AND pg_catalog.has_table_privilege(source, 'SELECT'));
 CREATE POLICY featurize_jobs_update ON imgfeat.featurize_jobs FOR UPDATE USING (started_by = current_user);
 ALTER VIEW imgfeat.featurize_progress SET (security_invoker = true);
 ALTER TABLE imgfeat.featurize_errors ENABLE ROW LEVEL SECURITY;

@@ -18,6 +18,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from fix_roles import parallel_forcing_setting
 from imgfeat import training
 
 ANALYST = "imgfeat_test_analyst"
@@ -409,12 +410,15 @@ def test_catalog_entries(conn: psycopg.Connection[Any]) -> None:
     assert "C = 1 / (l1_weight + l2_weight)" in dict(comments)["train_logistic_regression"]
     assert conn.execute("SELECT obj_description('imgfeat.classifiers'::regclass, 'pg_class') IS NOT NULL").fetchone() == (True,)
     labels = conn.execute(
-        "SELECT proname, provolatile, proparallel, prosecdef FROM pg_proc WHERE pronamespace = 'imgfeat'::regnamespace "
-        "AND proname IN ('predict', 'predict_proba', '_classify', 'predict_table', 'evaluate') ORDER BY proname"
+        "SELECT pronamespace::regnamespace::text || '.' || proname, provolatile, proparallel, prosecdef FROM pg_proc "
+        "WHERE pronamespace IN ('imgfeat'::regnamespace, 'imgfeat_internal'::regnamespace) "
+        "AND proname IN ('predict', 'predict_proba', 'classify', 'predict_table', 'evaluate') ORDER BY 1"
     ).fetchall()
+    # predict and predict_proba are the only callers of the internal classify (SECURITY DEFINER)
     assert labels == [
-        ("_classify", "s", "s", False), ("evaluate", "s", "u", False), ("predict", "s", "s", False),
-        ("predict_proba", "s", "s", False), ("predict_table", "s", "u", False),
+        ("imgfeat.evaluate", "s", "u", False), ("imgfeat.predict", "s", "s", True),
+        ("imgfeat.predict_proba", "s", "s", True), ("imgfeat.predict_table", "s", "u", False),
+        ("imgfeat_internal.classify", "s", "s", False),
     ]
 
 
@@ -426,8 +430,7 @@ def test_predict_runs_in_parallel_workers(conn: psycopg.Connection[Any], binary_
     query = (f"SELECT id, imgfeat.predict('clf_pets', features), imgfeat.predict_proba('clf_pets', features) "
              f"FROM public.{table} ORDER BY id")
     serial = conn.execute(query).fetchall()
-    # force_parallel_mode was renamed debug_parallel_query in PostgreSQL 16.
-    force = "debug_parallel_query" if conn.info.server_version >= 160000 else "force_parallel_mode"
+    force = parallel_forcing_setting(conn)  # force_parallel_mode, debug_parallel_query from PostgreSQL 16
     with conn.transaction():
         for setting in ("parallel_setup_cost = 0", "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0",
                         "max_parallel_workers_per_gather = 2", f"{force} = on"):

@@ -204,13 +204,14 @@ def test_dockerignore_keeps_sources_and_drops_the_rest() -> None:
     rules = dockerignore_rules()
     for kept in ("Makefile", "imgfeat.control", "plpython/requirements.lock", "plpython/imgfeat/server.py",
                  "sql/src/20_models.sql", "sql/releases/imgfeat--0.1.0--0.2.0.sql.in", "docker/bake_models.py",
-                 "docker/initdb/20-imgfeat-models.sql", "docker/models/mine.onnx", "docker/models/models.json"):
+                 "docker/initdb/20-imgfeat-models.sql", "docker/models/mine.onnx", "docker/models/models.json",
+                 "scripts/install-lib.sh"):
         assert not ignored(kept, rules), kept
     for dropped in (".git/HEAD", ".venv/bin/python", "build/regress/x.out", "sql/imgfeat--0.1.0.sql",
                     "sql/imgfeat--0.1.0--0.2.0.sql",
                     "plpython/imgfeat/__pycache__/server.cpython-311.pyc", "imgfeat.egg-info/PKG-INFO",
                     ".pytest_cache/v/cache/nodeids", "loader/imgfeat_loader/x.pyc", ".isolated/lib/x",
-                    "tests/py/test_image.py", "bench/x.py", "README.md", ".ci/run"):
+                    "tests/py/test_image.py", "bench/x.py", "README.md", ".ci/run", "scripts/demo.sh"):
         assert ignored(dropped, rules), dropped
 
 
@@ -358,7 +359,7 @@ def test_recipe_installs_extension_library_and_models(recipe: Recipe) -> None:
     releases = [p.name.removesuffix(".in") for p in (ROOT / "sql" / "releases").glob("imgfeat--*.sql.in")]
     assert sorted(p.name for p in ext.iterdir()) == sorted([f"imgfeat--{version}.sql", "imgfeat.control", *releases])
     sql_text = (ext / f"imgfeat--{version}.sql").read_text()
-    assert "@IMGFEAT_LIB_DIR@" not in sql_text and 'libdir = "/usr/local/lib/imgfeat"' in sql_text
+    assert "@IMGFEAT_LIB_DIR@" not in sql_text and 'os.path.realpath("/usr/local/lib/imgfeat/" + version)' in sql_text
     lib = dest / "usr" / "local" / "lib" / "imgfeat" / version
     assert (lib / ".requirements.lock").read_bytes() == (ROOT / "plpython" / "requirements.lock").read_bytes()
     for package in ("imgfeat/server.py", "numpy", "onnxruntime", "PIL", "sklearn", "onnx"):
@@ -378,9 +379,10 @@ def test_recipe_installs_extension_library_and_models(recipe: Recipe) -> None:
 
 @pytest.fixture(scope="module")
 def image_like_cluster(recipe: Recipe) -> Iterator[LocalCluster]:
-    """A cluster whose PL/Python imports imgfeat and its dependencies from the recipe's DESTDIR."""
-    lib_dir = recipe.dest / "usr" / "local" / "lib" / "imgfeat"
-    with LocalCluster(settings={"imgfeat.python_lib_dir": str(lib_dir)}) as cluster:
+    """A cluster for the recipe's init scripts. The library's location is fixed at install, so
+    its PL/Python imports the host's installed library of the same version, not the DESTDIR's
+    (the Docker image tests run the image itself)."""
+    with LocalCluster() as cluster:
         yield cluster
 
 
@@ -420,7 +422,8 @@ def test_first_start_registers_the_baked_models(
     assert "resnet18" in out and "tiny-custom" in out
     with psycopg.connect(image_like_cluster.dsn(dbname="baked"), autocommit=True) as conn:
         info = conn.execute("SELECT imgfeat.python_info()").fetchone()[0]
-        assert info["library_path"] == str(dest / "usr" / "local" / "lib" / "imgfeat" / imgfeat.__version__)
+        lib_dir = os.environ.get("IMGFEAT_LIB_DIR", "/usr/local/lib/imgfeat")  # the host's install (see image_like_cluster)
+        assert info["library_path"] == os.path.realpath(f"{lib_dir}/{imgfeat.__version__}")
         assert info["packages"]["numpy"] == "2.4.6"  # plpython/requirements.lock
         rows = conn.execute(
             "SELECT name, architecture, weights_origin, feature_dim, input_width, preprocessing->>'resize' "
@@ -437,7 +440,7 @@ def test_first_start_registers_the_baked_models(
     assert len(tiny) == 4 and min(tiny) >= 0  # ReLU then average pool: non-negative
 
 
-IMAGE_ROOT_QUERY = "SELECT setting FROM imgfeat._config_settings() WHERE name = 'imgfeat.image_root'"
+IMAGE_ROOT_QUERY = "SELECT setting FROM imgfeat_internal.config_settings() WHERE name = 'imgfeat.image_root'"
 
 
 @pytest.mark.slow

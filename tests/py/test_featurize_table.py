@@ -93,10 +93,11 @@ def test_file_access_is_confined(conn: psycopg.Connection[Any], image_root: Path
     assert error in (exc.value.diag.message_primary or "")
 
 
-def test_file_access_needs_pg_read_server_files(analyst: psycopg.Connection[Any], resnet18: str) -> None:
+def test_file_access_needs_the_file_reader_role(analyst: psycopg.Connection[Any], resnet18: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege) as exc:
         analyst.execute("SELECT imgfeat.featurize_image_file('faces/x.pgm', %s)", (resnet18,))
-    assert "pg_read_server_files" in (exc.value.diag.message_primary or "")
+    assert "imgfeat_file_reader" in (exc.value.diag.message_primary or "")
+    assert "GRANT imgfeat_file_reader TO" in (exc.value.diag.message_hint or "")
 
 
 def test_session_cannot_move_the_image_root(conn: psycopg.Connection[Any], resnet18: str) -> None:

@@ -35,8 +35,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 PYTHON = {"15": "3.11", "17": "3.13"}
 DBNAME = "faces_app"
-ANALYST = "image_analyst"
-ANALYST_PASSWORD = "analyst-secret"
+ANALYST = "image_analyst"  # imgfeat_user only
+FILE_READER = "image_file_reader"  # imgfeat_file_reader
+ROLE_PASSWORD = "role-secret"
 
 
 @dataclass
@@ -104,7 +105,7 @@ def test_first_start_created_the_extension_and_registered_the_baked_model(runnin
             imgfeat.__version__,)
         info = conn.execute("SELECT imgfeat.python_info()").fetchone()[0]
         assert info["python_version"].startswith(PYTHON[running.major] + ".")
-        assert info["library_path"] == f"/usr/local/lib/imgfeat/{imgfeat.__version__}"
+        assert info["library_path"].startswith(f"/usr/local/lib/imgfeat/.{imgfeat.__version__}-")  # the installed tree
         manifest = conn.execute("SELECT pg_read_file('/usr/share/imgfeat/models/manifest.json')::jsonb").fetchone()[0]
         assert [(m["name"], m["architecture"], m["weights_origin"]) for m in manifest] == [
             ("resnet18", "resnet18", "synthetic")]
@@ -157,40 +158,72 @@ def test_the_seeds_train_and_evaluate(running: Running, cmu_faces: Path, tmp_pat
     assert predicted == (round(evaluation["accuracy"] * 155), 155)
 
 
-def analyst_dsn(running: Running) -> str:
-    return conninfo.make_conninfo(running.dsn, user=ANALYST, password=ANALYST_PASSWORD)
+def role_dsn(running: Running, role: str) -> str:
+    return conninfo.make_conninfo(running.dsn, user=role, password=ROLE_PASSWORD)
 
 
 def test_security_settings_hold_in_the_container(running: Running, cmu_faces: Path) -> None:
+    """What tests/py/test_security*.py check on a local cluster, here inside the image: a role
+    with only imgfeat_user reads no files and chooses no code; a file reader reads under the
+    image root only; the library is root's."""
     with psycopg.connect(running.dsn, autocommit=True) as conn:
-        conn.execute(f"DROP ROLE IF EXISTS {ANALYST}")
-        conn.execute(f"CREATE ROLE {ANALYST} LOGIN PASSWORD '{ANALYST_PASSWORD}'")
-        conn.execute(f"GRANT imgfeat_user TO {ANALYST}")
-        conn.execute(f"GRANT CREATE ON SCHEMA public TO {ANALYST}")
-        # PUBLIC gets nothing, not even USAGE on the schema.
-        assert conn.execute("SELECT has_schema_privilege('public', 'imgfeat', 'USAGE')").fetchone() == (False,)
+        for role, grants in ((ANALYST, ["imgfeat_user"]), (FILE_READER, ["imgfeat_file_reader"])):
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{ROLE_PASSWORD}'")
+            for grant in grants:
+                conn.execute(f"GRANT {grant} TO {role}")
+        # PUBLIC gets nothing, not even USAGE on the extension's schemas.
+        schemas = conn.execute(
+            "SELECT nspname, has_schema_privilege('public', oid, 'USAGE') FROM pg_namespace "
+            "WHERE nspname LIKE 'imgfeat%' ORDER BY 1").fetchall()
+        assert schemas and not any(usage for _, usage in schemas), schemas
+        # No function taking a catalog row (the internal, trusting ones) is the analysts' to call,
+        # and nothing reads a library-directory setting.
+        row_functions = conn.execute(
+            "SELECT p.oid::regprocedure::text, has_function_privilege('imgfeat_user', p.oid, 'EXECUTE') "
+            "AND has_schema_privilege('imgfeat_user', p.pronamespace, 'USAGE') "
+            "FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e' "
+            "JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'imgfeat' "
+            "WHERE p.proargtypes::oid[] && ARRAY['imgfeat.models'::regtype, 'imgfeat.classifiers'::regtype]::oid[]"
+        ).fetchall()
+        assert row_functions and [f for f, callable_ in row_functions if callable_] == []
+        assert conn.execute(
+            "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass "
+            "AND d.deptype = 'e' JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'imgfeat' "
+            "WHERE p.prosrc LIKE '%%python_lib_dir%%' OR pg_get_function_arguments(p.oid) LIKE '%%lib_dir%%'"
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT pg_has_role('imgfeat_file_reader', 'pg_read_server_files', 'MEMBER')").fetchone() == (False,)
         # Loopback TCP needs the password on the host's network (ImgfeatContainer's default).
-        hba = conn.execute(
-            "SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type = 'host'").fetchall()
+        hba = conn.execute("SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type = 'host'").fetchall()
         assert hba == [("scram-sha-256",)]
+        library = conn.execute("SELECT imgfeat.python_info()->>'library_path'").fetchone()[0]
     data = (cmu_faces / running.face).read_bytes()
-    with psycopg.connect(analyst_dsn(running), autocommit=True) as analyst:
-        assert len(analyst.execute("SELECT imgfeat.featurize_image(%s, 'resnet18')", [data]).fetchone()[0]) == 512
-        # Reading server files is pg_read_server_files' privilege, not imgfeat_user's.
-        with pytest.raises(errors.InsufficientPrivilege):
+    with psycopg.connect(role_dsn(running, ANALYST), autocommit=True) as analyst:
+        expected = analyst.execute("SELECT imgfeat.featurize_image(%s, 'resnet18')", [data]).fetchone()[0]
+        assert len(expected) == 512
+        with pytest.raises(errors.InsufficientPrivilege) as exc:
             analyst.execute("SELECT imgfeat.featurize_image_file(%s, 'resnet18')", [str(running.face)])
-        # Only imgfeat_admin writes the model registry.
+        assert "imgfeat_file_reader" in (exc.value.diag.message_hint or "")
         with pytest.raises(errors.InsufficientPrivilege):
             analyst.execute("DELETE FROM imgfeat.models")
-        # A session cannot move the image root or the library directory.
-        analyst.execute("SET imgfeat.image_root = '/'")
+        with pytest.raises(errors.InsufficientPrivilege):
+            analyst.execute("SELECT imgfeat.register_synthetic_model('resnet18', 'mine')")
+        # A session's library directory is nobody's business: the features stay the same.
         analyst.execute("SET imgfeat.python_lib_dir = '/tmp'")
-        info = analyst.execute("SELECT imgfeat.python_info()").fetchone()[0]
-        assert info["library_path"] == f"/usr/local/lib/imgfeat/{imgfeat.__version__}"
-    with psycopg.connect(running.dsn, autocommit=True) as conn:
-        conn.execute("SET imgfeat.image_root = '/'")
-        with pytest.raises(psycopg.Error, match="image_root"):
-            conn.execute("SELECT imgfeat.featurize_image_file('/etc/passwd', 'resnet18')")
+        assert analyst.execute("SELECT imgfeat.featurize_image(%s, 'resnet18')", [data]).fetchone()[0] == expected
+    with psycopg.connect(role_dsn(running, FILE_READER), autocommit=True) as reader:
+        got = reader.execute("SELECT imgfeat.featurize_image_file(%s, 'resnet18')", [str(running.face)]).fetchone()[0]
+        assert got == expected
+        reader.execute("SET imgfeat.image_root = '/'")  # a session's value is refused, not used
+        for outside in ("/etc/passwd", "../../../../etc/passwd", "PG_VERSION", "/var/lib/postgresql/data/PG_VERSION"):
+            with pytest.raises((errors.InsufficientPrivilege, errors.InvalidTextRepresentation)):
+                reader.execute("SELECT imgfeat.featurize_image_file(%s, 'resnet18')", [outside])
+    # The library is the installed tree, root's and writable by no one else.
+    version = imgfeat.__version__
+    assert running.exec("readlink", "-f", f"/usr/local/lib/imgfeat/{version}")[1].strip() == library
+    assert running.exec("stat", "-c", "%U %a", "/usr/local/lib/imgfeat", library)[1].split() == ["root", "755", "root", "755"]
+    assert running.exec("find", "/usr/local/lib/imgfeat", "-perm", "/022", "!", "-type", "l", "-print", "-quit")[1] == ""
 
 
 def test_restart_keeps_the_data(running: Running) -> None:

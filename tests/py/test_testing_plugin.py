@@ -155,7 +155,7 @@ def imgfeat_settings():
         '''
 def test_image_root(imgfeat_db):
     row = imgfeat_db.execute(
-        "SELECT setting FROM imgfeat._config_settings() WHERE name = 'imgfeat.image_root'").fetchone()
+        "SELECT setting FROM imgfeat_internal.config_settings() WHERE name = 'imgfeat.image_root'").fetchone()
     assert row == ("/srv/imgfeat-test-images",)
 '''
     )
@@ -181,7 +181,7 @@ def test_resolve_backend_without_docker(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_local_server_settings_and_alter_system(tmp_path: Path) -> None:
-    query = "SELECT setting FROM imgfeat._config_settings() WHERE name = 'imgfeat.image_root'"
+    query = "SELECT setting FROM imgfeat_internal.config_settings() WHERE name = 'imgfeat.image_root'"
     with testing.local_server({"imgfeat.image_root": "/srv/a"}) as server:
         assert server.backend == "local" and server.cluster is not None
         with psycopg.connect(server.dsn) as conn:
