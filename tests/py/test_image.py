@@ -216,6 +216,9 @@ def test_security_settings_hold_in_the_container(running: Running, cmu_faces: Pa
         got = reader.execute("SELECT imgfeat.featurize_image_file(%s, 'resnet18')", [str(running.face)]).fetchone()[0]
         assert got == expected
         reader.execute("SET imgfeat.image_root = '/'")  # a session's value is refused, not used
+        with pytest.raises(errors.ObjectNotInPrerequisiteState, match="outside the server configuration"):
+            reader.execute("SELECT imgfeat.featurize_image_file('etc/passwd', 'resnet18')")
+        reader.execute("RESET imgfeat.image_root")
         for outside in ("/etc/passwd", "../../../../etc/passwd", "PG_VERSION", "/var/lib/postgresql/data/PG_VERSION"):
             with pytest.raises((errors.InsufficientPrivilege, errors.InvalidTextRepresentation)):
                 reader.execute("SELECT imgfeat.featurize_image_file(%s, 'resnet18')", [outside])
