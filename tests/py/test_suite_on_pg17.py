@@ -35,6 +35,8 @@ ALLOWED_SKIPS = {
     "test_large_model.py": "reads the backend's /proc status: needs the server on this machine",
     "test_reliability.py": "SIGKILL needs the server on this machine (IMGFEAT_TEST_DSN points elsewhere)",
     "test_bench.py": "the bench reads the backend's /proc (CPU time, memory): needs the server on this machine",
+    "test_security_attacks.py":
+        "plants a file in the server's data directory and looks for its marker: needs the server on this machine",
 }
 
 
