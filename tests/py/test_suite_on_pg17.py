@@ -54,6 +54,11 @@ def test_extension_suite_passes_on_postgresql_17(imgfeat_image: Callable[[str], 
                 **os.environ,
                 "IMGFEAT_TEST_DSN": container.dsn(),
                 "IMGFEAT_TEST_IMAGE_ROOT": str(root),
+                # The client side of this nested run computes with one BLAS thread: once here,
+                # scipy's OpenBLAS spun for ever in exec_blas (test_training's first gradient,
+                # no database involved) in this nested process. The server is what runs on 17.
+                "OPENBLAS_NUM_THREADS": "1",
+                "OMP_NUM_THREADS": "1",
             }
             args = [sys.executable, "-m", "pytest", "tests/py", "-q", "-rs", "-p", "no:cacheprovider",
                     "-m", "not docker", *[f"--ignore=tests/py/{name}" for name in NOT_HERE]]
