@@ -20,8 +20,10 @@ def test_python_info_reports_the_server_python(analyst: psycopg.Connection[Any])
     assert info["imgfeat"] == __version__
     assert info["python_executable"].startswith("/usr/bin/python3")
     # the tree the installed symlink <IMGFEAT_LIB_DIR>/<version> pointed at when the backend started
-    lib_dir = os.environ.get("IMGFEAT_LIB_DIR", "/usr/local/lib/imgfeat")
-    assert info["library_path"] == os.path.realpath(f"{lib_dir}/{__version__}")
+    # (a server elsewhere, IMGFEAT_TEST_DSN, has its own install: only the stamp's form is checked)
+    if not os.environ.get("IMGFEAT_TEST_DSN"):
+        lib_dir = os.environ.get("IMGFEAT_LIB_DIR", "/usr/local/lib/imgfeat")
+        assert info["library_path"] == os.path.realpath(f"{lib_dir}/{__version__}")
     assert os.path.basename(info["library_path"]).startswith(f".{__version__}-")
     assert info["sys_path"][0] == info["library_path"]
     for pkg in ("numpy", "onnxruntime", "PIL", "sklearn", "onnx"):
