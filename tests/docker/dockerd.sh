@@ -36,7 +36,12 @@ start() {
   if [ "$(id -u)" -ne 0 ]; then echo "dockerd.sh: needs root" >&2; exit 1; fi
   command -v dockerd >/dev/null || { echo "dockerd.sh: dockerd not installed (apt-get install docker.io)" >&2; exit 1; }
   if alive; then
-    echo "dockerd.sh: an engine already runs with $pidfile (pid $(cat "$pidfile")): stop it first" >&2
+    if answers; then  # ours, from an earlier start: use it
+      echo "dockerd.sh: using the engine already running (pid $(cat "$pidfile"))" >&2
+      echo "export DOCKER_HOST=unix://$sock"
+      return 0
+    fi
+    echo "dockerd.sh: an engine runs with $pidfile (pid $(cat "$pidfile")) but does not answer: stop it first" >&2
     exit 1
   fi
   mkdir -p "$data" "$run"
