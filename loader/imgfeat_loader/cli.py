@@ -46,9 +46,23 @@ def _byte_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 67108864, 64M, 1G)") from None
 
 
+def _jsonable(value: Any) -> Any:
+    """numeric -> number, timestamp -> ISO 8601 text, interval -> seconds, anything else -> text."""
+    from datetime import date, timedelta
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return str(value)
+
+
 def print_json(obj: Any) -> None:
-    """``obj`` as indented JSON on stdout (dates and other values as strings)."""
-    print(json.dumps(obj, indent=2, default=str))
+    """``obj`` as indented JSON on stdout (see :func:`_jsonable` for values JSON has no type for)."""
+    print(json.dumps(obj, indent=2, default=_jsonable))
 
 
 def _print_report(report: LoadReport) -> None:

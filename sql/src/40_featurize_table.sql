@@ -195,12 +195,11 @@ SELECT j.job_id, j.source, j.target, j.model_name, s.status,
        END AS detail
 FROM imgfeat.featurize_jobs j
 CROSS JOIN LATERAL (
-    -- running only while the job's backend is there, and (where this role may see that session)
-    -- was there before the job started and is still busy with the statement that started it
+    -- running only while the job's backend is there and (where this role may see that session's
+    -- activity) still busy with the statement that started the job: not idle, not on a later one
     SELECT CASE WHEN j.status = 'running' AND NOT EXISTS (
                     SELECT 1 FROM pg_catalog.pg_stat_activity a
                      WHERE a.pid = j.pid
-                       AND (a.backend_start IS NULL OR a.backend_start <= j.started_at)
                        AND (a.state IS NULL OR (a.state = 'active' AND a.query_start <= j.started_at)))
                 THEN 'interrupted' ELSE j.status END AS status
 ) s;
