@@ -178,7 +178,8 @@ def _spark_featurize(conn: None, args: argparse.Namespace) -> None:
     try:
         from pyspark.sql import SparkSession
     except ModuleNotFoundError:
-        raise SystemExit("imgfeat: pyspark is not installed: pip install 'imgfeat[spark]' (and Java 17+)") from None
+        raise SystemExit(f"{PREFIX}pyspark is not installed: pip install '/path/to/imgfeat[spark]' from a checkout "
+                         "(make dev does it here), and Java 17+") from None
 
     from .spark import featurize_spark, spark_session
 

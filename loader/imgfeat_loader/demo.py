@@ -225,7 +225,7 @@ def _featurize_and_evaluate(s: _Session, model: str, layer: str, classifier: str
     s.run(f"CALL imgfeat.featurize('{SCHEMA}.labelled', '{SCHEMA}.features', '{model}', batch_size => 32)")
     featurize_seconds = time.perf_counter() - started
     cur = s.run(
-        "SELECT status, rows_done, rows_total, percent, images_per_second, detail FROM imgfeat.featurize_progress "
+        "SELECT status, rows_done, rows_total, percent, images_per_second, detail FROM imgfeat.featurize_progress\n"
         f"WHERE target = '{SCHEMA}.features' AND model_name = '{model}' ORDER BY job_id DESC LIMIT 1")
     progress = dict(zip([c.name for c in cur.description or []], cur.fetchone() or ()))
     rows_done = int(progress.get("rows_done") or 0)
