@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .tables import format_table
@@ -323,13 +323,23 @@ FEATURE_LAYER_HELP = ("pooled: the network's own feature layer (global average p
                       "spatial: the last feature map averaged to 2x2, 4x the channels (keeps left/right layout)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one error prefix: ``imgfeat: argument --batch-size: invalid int
+    value: 'x'`` under the subcommand's usage (argparse's own reads ``imgfeat featurize: error:``).
+    Subcommands' parsers are of this class too (argparse makes them of the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{PREFIX}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imgfeat", description="In-database image featurization for PostgreSQL.")
+    parser = Parser(prog=PROG, description="In-database image featurization for PostgreSQL.")
     parser.add_argument("--dsn", help="libpq connection string or URL (default: $IMGFEAT_DSN, then the PG* variables)")
     parser.add_argument("--version", action="version", version=f"imgfeat {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    m = sub.add_parser("models", help="the featurizer model registry").add_subparsers(dest="models_command", required=True)
+    m = sub.add_parser("models", help="the featurizer model registry").add_subparsers(dest="models_command", metavar="SUBCOMMAND", required=True)
     add = m.add_parser("add", help="register a model")
     add.add_argument("name")
     src = add.add_mutually_exclusive_group(required=True)
@@ -387,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--no-progress", action="store_true", help="no progress bar")
     ld.set_defaults(func=_load)
 
-    ds = sub.add_parser("datasets", help="public data sets as tables").add_subparsers(dest="dataset", required=True)
+    ds = sub.add_parser("datasets", help="public data sets as tables").add_subparsers(dest="dataset", metavar="DATASET", required=True)
     cmu = ds.add_parser("cmu-faces", help="CMU Face Images (UCI 124): every image with its metadata and split")
     cmu.add_argument("--table", default="cmu_faces", help="target table (default cmu_faces)")
     where = cmu.add_mutually_exclusive_group(required=True)

@@ -204,3 +204,16 @@ def test_featurize_and_train_json_and_nothing_to_do(dsn: str, conn: psycopg.Conn
     row = json.loads(capsys.readouterr().out)
     assert (row["name"], row["training_rows"], row["feature_dim"]) == ("cli_four", 4, 512)
     assert sorted(row["classes"]) == row["classes"] and len(row["classes"]) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["featurize", "a", "b", "--batch-size", "x"], "imgfeat: argument --batch-size: invalid int value: 'x'"),
+    (["models", "addd"], "imgfeat: argument SUBCOMMAND: invalid choice: 'addd'"),
+    ([], "imgfeat: the following arguments are required: COMMAND"),
+])
+def test_usage_errors_have_the_one_prefix(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("usage: imgfeat") and err[-1].startswith(message)
