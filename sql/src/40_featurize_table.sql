@@ -150,10 +150,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM imgfeat_internal.check_job_rights(source, target);
-    DELETE FROM imgfeat.featurize_errors e
-     WHERE e.source = record_errors.source AND (e.target = record_errors.target OR e.target IS NULL)
-       AND e.model_name = record_errors.model_name AND e.id = ANY (record_errors.ids);
+    PERFORM imgfeat_internal.clear_errors(source, target, model_name, ids);  -- checks the caller's rights
     INSERT INTO imgfeat.featurize_errors (source, target, id, model_name, error_class, message)
     SELECT record_errors.source, record_errors.target, f.id, record_errors.model_name, f.error_class, f.message
       FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(error_classes), pg_catalog.unnest(messages)) AS f(id, error_class, message);
