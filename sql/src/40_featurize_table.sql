@@ -184,11 +184,12 @@ SELECT j.job_id, j.source, j.target, j.model_name, s.status,
        j.timings, j.started_by, j.started_at, j.updated_at, j.finished_at, j.pid, j.error,
        CASE WHEN s.status = 'done' AND j.rows_total = 0 THEN 'nothing to do: every row already had features'
             WHEN s.status = 'done' AND j.rows_failed > 0
-            THEN j.rows_failed || ' rows could not be featurized: see imgfeat.featurize_errors'
+            THEN j.rows_failed || CASE WHEN j.rows_failed = 1 THEN ' row' ELSE ' rows' END
+                 || ' could not be featurized: see imgfeat.featurize_errors'
             WHEN s.status = 'failed'
-            THEN 'stopped by the error in error; the rows done before it are kept: CALL imgfeat.featurize again to go on'
+            THEN 'stopped by an error (the error column); the rows done before it are kept: CALL imgfeat.featurize again to go on'
             WHEN s.status = 'interrupted'
-            THEN 'its backend is gone; the rows done before are kept: CALL imgfeat.featurize again to go on'
+            THEN 'its session ended or moved on before the job did; the rows done before are kept: CALL imgfeat.featurize again to go on'
        END AS detail
 FROM imgfeat.featurize_jobs j
 CROSS JOIN LATERAL (

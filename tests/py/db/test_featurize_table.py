@@ -62,10 +62,11 @@ def test_progress_tells_failed_from_interrupted_from_done(
     status, done, total, percent, error, detail = analyst.execute(query).fetchone()  # type: ignore[misc]
     assert (status, done, total, percent) == ("failed", 2, 4, 50)
     assert error == "image id=4 in public.progress_src could not be featurized: not a recognised image format"
-    assert detail.startswith("stopped by the error in error")
+    assert detail == ("stopped by an error (the error column); the rows done before it are kept: "
+                      "CALL imgfeat.featurize again to go on")
     analyst.execute("CALL imgfeat.featurize('public.progress_src', 'progress_out', %s, on_error => 'skip')", (resnet18,))
     assert analyst.execute(query).fetchone() == (
-        "done", 1, 2, 100, None, "1 rows could not be featurized: see imgfeat.featurize_errors")
+        "done", 1, 2, 100, None, "1 row could not be featurized: see imgfeat.featurize_errors")
     # A job row left 'running' by a backend that is still there but has moved on (idle, or busy
     # with a later statement) was interrupted, not running: forge one for this very session.
     pid = analyst.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
@@ -73,7 +74,10 @@ def test_progress_tells_failed_from_interrupted_from_done(
                        ).fetchone()[0]  # type: ignore[index]
     conn.execute("UPDATE imgfeat.featurize_jobs SET status = 'running', finished_at = NULL, pid = %s WHERE job_id = %s",
                  (pid, job))
-    assert analyst.execute(query).fetchone()[0] == "interrupted"  # type: ignore[index]
+    interrupted = analyst.execute(query).fetchone()
+    assert interrupted is not None and interrupted[0] == "interrupted"
+    assert interrupted[-1] == ("its session ended or moved on before the job did; the rows done before are kept: "
+                               "CALL imgfeat.featurize again to go on")
     assert conn.execute(query).fetchone()[0] == "interrupted"  # type: ignore[index]
     # ... while the statement that started a job is still running, the job is running
     conn.execute("UPDATE imgfeat.featurize_jobs SET started_at = clock_timestamp() + interval '1 hour' WHERE job_id = %s",
