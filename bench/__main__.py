@@ -56,10 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--weights names {arch} twice")
         weights[arch] = Path(path)
 
-    root = faces_dir()
+    try:
+        root = faces_dir()
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
     files = face_files(root)
     if not files:
-        print(f"bench: no CMU faces under {root} (set IMGFEAT_CMU_FACES)", file=sys.stderr)
+        print(f"bench: no full-resolution left/right CMU faces under {root}", file=sys.stderr)
         return 2
     if args.quick:
         files = files[:48]

@@ -14,12 +14,22 @@ import numpy as np
 import psycopg
 from psycopg import conninfo
 
-DEFAULT_FACES = Path("/work/shared/data/cmu-faces/faces")
-
-
 def faces_dir() -> Path:
-    """``IMGFEAT_CMU_FACES``, else the shared copy (``faces/<user>/*.pgm``)."""
-    return Path(os.environ.get("IMGFEAT_CMU_FACES", DEFAULT_FACES))
+    """The CMU faces (``faces/<user>/*.pgm``), where the demo and the tests find them:
+    ``IMGFEAT_CMU_FACES``, else ``../shared/data/cmu-faces/faces`` beside the project, else the
+    UCI download (:func:`imgfeat_loader.datasets.cmu_faces_dir`).
+
+    Raises:
+        BenchError: none to be had, saying where it looked.
+    """
+    from imgfeat_loader.datasets import cmu_faces_dir
+    from imgfeat_loader.download import DownloadError
+    from imgfeat_loader.load import LoadError
+
+    try:
+        return cmu_faces_dir()
+    except (LoadError, DownloadError) as e:
+        raise BenchError(str(e)) from None
 
 
 def face_files(root: Path) -> list[Path]:

@@ -36,7 +36,6 @@ from imgfeat_loader import db, models
 from imgfeat_loader.cluster import LocalCluster
 from imgfeat_loader.spark import featurize_spark, spark_session
 
-DEFAULT_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cmu-faces" / "faces"
 FACES_GLOB = "*/*_{left,right}_*_{open,sunglasses}.pgm"
 """The 312 full-resolution left/right faces (the scaled copies end in _2.pgm / _4.pgm)."""
 
@@ -111,7 +110,7 @@ def bench_in_database(dsn: str, faces: Path, model: str, batch_size: int) -> flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", help="database with imgfeat and the model (default: $IMGFEAT_DSN, else a throwaway cluster)")
-    parser.add_argument("--faces", type=Path, default=Path(os.environ.get("IMGFEAT_CMU_FACES", DEFAULT_FACES)))
+    parser.add_argument("--faces", type=Path, help="the CMU faces (default: where the demo and tests find them)")
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--executors", default="1,2", help="comma-separated executor counts (default 1,2)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -119,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-database", action="store_true", help="also time CALL imgfeat.featurize")
     parser.add_argument("--verbose", action="store_true", help="print per-partition timings")
     args = parser.parse_args(argv)
+    if args.faces is None:
+        from imgfeat_loader.datasets import cmu_faces_dir
+
+        args.faces = cmu_faces_dir()
     if not args.faces.is_dir():
         print(f"spark_bench: CMU faces not found at {args.faces} (set --faces or IMGFEAT_CMU_FACES)", file=sys.stderr)
         return 1

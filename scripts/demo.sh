@@ -20,4 +20,5 @@ echo "demo: PostgreSQL running at: $DSN"
 .venv/bin/python -m imgfeat_loader.demo --dsn "$DSN" "$@"
 echo
 echo "The cluster keeps running for you: psql \"$DSN\""
+echo "The imgfeat command: source .venv/bin/activate && export IMGFEAT_DSN=\"$DSN\" && imgfeat models list"
 echo "Stop it with: make demo-stop"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up what `make test`, `make bench` (mode `dev`, the default) or `make demo` (mode `demo`)
 # need on a Debian/Ubuntu host: Debian packages (PostgreSQL server, PL/Python, PGXS headers,
-# pip for the system Python; for `dev` also Java and the JDBC driver for the Spark tests),
+# pip for the system Python; for `dev` also Java and the JDBC driver for the Spark tests, and
+# Chromium, in which the tests look at the demo's HTML report),
 # a virtualenv in .venv with the project (`demo`: the project alone, no torch, no pyspark;
 # `dev`: with the test and spark extras), and `make install` (the extension and the
 # server-side library). Idempotent: repeated runs do little.
@@ -37,6 +38,7 @@ command -v make >/dev/null 2>&1 || need+=(make)
 if [ "$MODE" = dev ]; then
   command -v java >/dev/null 2>&1 || need+=(default-jre-headless)           # Spark (tests of the Spark path)
   [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)  # Spark's JDBC reader
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)                   # the demo report, looked at headless
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   apt_install "${need[@]}"
@@ -58,3 +60,4 @@ fi
 # The extension and the server-side library (root: it writes into PostgreSQL's share dir).
 $SUDO make --no-print-directory install >/dev/null
 echo "setup: ready (PostgreSQL $PGV, extension and library installed)"
+echo "setup: the imgfeat command is in .venv: source .venv/bin/activate (then imgfeat --help)"

@@ -2,22 +2,36 @@
 
 The connection comes from ``--dsn`` (before the subcommand), else ``IMGFEAT_DSN``, else the
 libpq environment variables (PGHOST, PGPORT, PGUSER, PGDATABASE, ...).
+
+Start-up is kept light: this module imports only the standard library's argparse at load time,
+and each subcommand imports what it needs (psycopg, numpy, onnx...) when it runs, so that
+``imgfeat --help`` and ``imgfeat --version`` answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import psycopg
+from . import __version__
+from .tables import format_table
 
-from . import __version__, db, models
-from .download import DownloadError
-from .load import DEFAULT_MAX_BYTES, LoadError, LoadReport
+if TYPE_CHECKING:
+    import psycopg
+
+    from .load import LoadReport
+
+PROG = "imgfeat"
+PREFIX = f"{PROG}: "
+"""The one prefix of every message the CLI prints about an error."""
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+"""``imgfeat load --max-bytes`` default (the same as :data:`imgfeat_loader.load.DEFAULT_MAX_BYTES`)."""
 
 
 def _byte_size(text: str) -> int:
@@ -32,11 +46,30 @@ def _byte_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 67108864, 64M, 1G)") from None
 
 
+def _jsonable(value: Any) -> Any:
+    """numeric -> number, timestamp -> ISO 8601 text, interval -> seconds, anything else -> text."""
+    from datetime import date, timedelta
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return str(value)
+
+
+def print_json(obj: Any) -> None:
+    """``obj`` as indented JSON on stdout (see :func:`_jsonable` for values JSON has no type for)."""
+    print(json.dumps(obj, indent=2, default=_jsonable))
+
+
 def _print_report(report: LoadReport) -> None:
     for label, items in (("not an image", report.not_images), ("too large", report.too_large),
                          ("unreadable", report.unreadable), ("ignored", report.ignored)):
         for r in items:
-            print(f"imgfeat: {label}: {r.path}: {r.reason}", file=sys.stderr)
+            print(f"{PREFIX}{label}: {r.path}: {r.reason}", file=sys.stderr)
     print(report.summary())
 
 
@@ -67,12 +100,17 @@ def _models_download(conn: psycopg.Connection[Any] | None, args: argparse.Namesp
     check = "checksum verified" if got.verified else "NOT verified (no checksum known for this file)"
     print(f"downloaded {got.entry.name} to {got.path} ({check})")
     if got.registered:
-        r = got.registered
-        print(f"registered {r['name']}: {r['architecture']}, {r['feature_dim']} {r['feature_layer']} features, "
-              f"{r['weights_origin']} weights, sha256 {r['sha256'][:12]}")
+        print(_registered_line(got.registered))
+
+
+def _registered_line(row: dict[str, Any]) -> str:
+    return (f"registered {row['name']}: {row['architecture']}, {row['feature_dim']} {row['feature_layer']} features, "
+            f"{row['weights_origin']} weights, sha256 {row['sha256'][:12]}")
 
 
 def _models_add(conn: psycopg.Connection[Any], args: argparse.Namespace) -> None:
+    from . import models
+
     if args.synthetic:
         row = models.add_synthetic(conn, args.name, args.synthetic, seed=args.seed, replace=args.replace,
                                    feature_layer=args.feature_layer)
@@ -84,27 +122,38 @@ def _models_add(conn: psycopg.Connection[Any], args: argparse.Namespace) -> None
         )
     else:
         if not args.arch:
-            raise SystemExit("imgfeat: --weights needs --arch (resnet18, resnet50, resnet101, alexnet or efficientnet_lite0)")
+            raise SystemExit(f"{PREFIX}--weights needs --arch (resnet18, resnet50, resnet101, alexnet or efficientnet_lite0)")
         row = models.add_weights(conn, args.name, Path(args.weights), args.arch,
                                  weights_origin=args.origin or "custom", replace=args.replace,
                                  feature_layer=args.feature_layer)
-    print(f"registered {row['name']}: {row['architecture']}, {row['feature_dim']} {row['feature_layer']} features, "
-          f"{row['weights_origin']} weights, sha256 {row['sha256'][:12]}")
+    print(_registered_line(row))
+
+
+MODEL_COLUMNS = ("name", "architecture", "input", "features", "layer", "weights", "size MB", "sha256")
 
 
 def _models_list(conn: psycopg.Connection[Any], args: argparse.Namespace) -> None:
+    from . import models
+
     rows = models.list_models(conn)
+    if args.json:
+        print_json(rows)
+        return
     if not rows:
         print("no models registered")
-    for r in rows:
-        print(f"{r['name']:<24} {r['architecture']:<18} {r['input_width']}x{r['input_height']} "
-              f"{r['feature_dim']:>5} {r['feature_layer']:<7} features  {r['weights_origin']:<9} "
-              f"{r['size_bytes'] / 1e6:8.1f} MB  {r['sha256'][:12]}")
+        return
+    print(format_table(MODEL_COLUMNS, [
+        (r["name"], r["architecture"] or "", f"{r['input_width']}x{r['input_height']}", r["feature_dim"],
+         r["feature_layer"], r["weights_origin"], f"{r['size_bytes'] / 1e6:.1f}", r["sha256"][:12])
+        for r in rows
+    ], right=("features", "size MB")))
 
 
 def _models_remove(conn: psycopg.Connection[Any], args: argparse.Namespace) -> None:
+    from . import models
+
     if not models.remove(conn, args.name):
-        raise SystemExit(f"imgfeat: no model named {args.name!r}")
+        raise SystemExit(f"{PREFIX}no model named {args.name!r} (imgfeat models list shows the registered ones)")
     print(f"removed {args.name}")
 
 
@@ -129,7 +178,8 @@ def _spark_featurize(conn: None, args: argparse.Namespace) -> None:
     try:
         from pyspark.sql import SparkSession
     except ModuleNotFoundError:
-        raise SystemExit("imgfeat: pyspark is not installed: pip install 'imgfeat[spark]' (and Java 17+)") from None
+        raise SystemExit(f"{PREFIX}pyspark is not installed: pip install '/path/to/imgfeat[spark]' from a checkout "
+                         "(make dev does it here), and Java 17+") from None
 
     from .spark import featurize_spark, spark_session
 
@@ -184,10 +234,12 @@ def _featurize(conn: None, args: argparse.Namespace) -> None:
     job = procedures.featurize(
         args.dsn, args.source, args.target, model_name=args.model, id_column=args.id_column,
         image_column=args.image_column, batch_size=args.batch_size, on_error=args.on_error,
-        progress=not args.no_progress,
+        progress=not args.no_progress and not args.json,
     )
-    print(f"featurized {job.get('rows_done', 0)} rows into {job.get('target')} ({job.get('rows_failed', 0)} failed, "
-          f"{job.get('images_per_second') or 0} images/s)")
+    if args.json:
+        print_json(job)
+    else:
+        print(procedures.format_job(job))
 
 
 def _train(conn: None, args: argparse.Namespace) -> None:
@@ -198,6 +250,9 @@ def _train(conn: None, args: argparse.Namespace) -> None:
         l1_weight=args.l1_weight, l2_weight=args.l2_weight, max_iterations=args.max_iterations,
         normalize=not args.no_normalize, class_weight=args.class_weight, replace=args.replace,
     )
+    if args.json:
+        print_json(row)
+        return
     metrics = row.get("training_metrics") or {}
     print(f"trained {row['name']}: classes {', '.join(row['classes'])}, {row['feature_dim']} features, "
           f"{row['training_rows']} rows, training accuracy {metrics.get('accuracy', float('nan')):.4f}")
@@ -208,7 +263,10 @@ def _evaluate(conn: None, args: argparse.Namespace) -> None:
 
     ev = procedures.evaluate(args.dsn, args.name, args.source, features_column=args.features_column,
                              label_column=args.label_column)
-    print(procedures.to_json(ev) if args.json else procedures.format_evaluation(ev))
+    if args.json:
+        print_json(ev)
+    else:
+        print(procedures.format_evaluation(ev))
 
 
 def _demo(conn: None, args: argparse.Namespace) -> None:
@@ -224,30 +282,33 @@ def _add_job_parsers(sub: Any) -> None:
     fz = sub.add_parser("featurize", help="CALL imgfeat.featurize with a progress bar")
     fz.add_argument("source", help="table or view (regclass)")
     fz.add_argument("target", help="features table (created if missing)")
-    fz.add_argument("--model", default="resnet18")
-    fz.add_argument("--id-column", default="id")
-    fz.add_argument("--image-column", default="image")
-    fz.add_argument("--batch-size", type=int, default=32)
-    fz.add_argument("--on-error", choices=("raise", "skip"), default="raise")
-    fz.add_argument("--no-progress", action="store_true")
+    fz.add_argument("--model", default="resnet18", help="registered model name (default resnet18)")
+    fz.add_argument("--id-column", default="id", help="the source's unique id column (default id)")
+    fz.add_argument("--image-column", default="image", help="bytea image bytes or text paths (default image)")
+    fz.add_argument("--batch-size", type=int, default=32, help="rows per batch and per commit, 1..512 (default 32)")
+    fz.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                    help="a bad image stops the job (raise, default) or is recorded in imgfeat.featurize_errors (skip)")
+    fz.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fz.add_argument("--json", action="store_true", help="print the job's row of imgfeat.featurize_progress as JSON")
     fz.set_defaults(func=_featurize, **no_db)
     tr = sub.add_parser("train", help="CALL imgfeat.train_logistic_regression")
     tr.add_argument("name", help="classifier name")
     tr.add_argument("source", help="table or view with features and labels")
-    tr.add_argument("--features-column", default="features")
-    tr.add_argument("--label-column", default="label")
-    tr.add_argument("--l1-weight", type=float, default=0.0)
-    tr.add_argument("--l2-weight", type=float, default=1.0)
-    tr.add_argument("--max-iterations", type=int, default=1000)
-    tr.add_argument("--no-normalize", action="store_true")
+    tr.add_argument("--features-column", default="features", help="default features")
+    tr.add_argument("--label-column", default="label", help="default label")
+    tr.add_argument("--l1-weight", type=float, default=0.0, help="default 0")
+    tr.add_argument("--l2-weight", type=float, default=1.0, help="default 1")
+    tr.add_argument("--max-iterations", type=int, default=1000, help="default 1000")
+    tr.add_argument("--no-normalize", action="store_true", help="do not standardise the features")
     tr.add_argument("--class-weight", choices=("balanced",))
-    tr.add_argument("--replace", action="store_true")
+    tr.add_argument("--replace", action="store_true", help="retrain a classifier of the same name (its owner only)")
+    tr.add_argument("--json", action="store_true", help="print the stored classifier's summary as JSON")
     tr.set_defaults(func=_train, **no_db)
     ev = sub.add_parser("evaluate", help="SELECT imgfeat.evaluate(...)")
     ev.add_argument("name", help="classifier name")
     ev.add_argument("source", help="table or view with features and labels")
-    ev.add_argument("--features-column", default="features")
-    ev.add_argument("--label-column", default="label")
+    ev.add_argument("--features-column", default="features", help="default features")
+    ev.add_argument("--label-column", default="label", help="default label")
     ev.add_argument("--json", action="store_true", help="print the jsonb as it is")
     ev.set_defaults(func=_evaluate, **no_db)
     dm = sub.add_parser("demo", help="the main job: CMU faces, left vs right")
@@ -262,13 +323,23 @@ FEATURE_LAYER_HELP = ("pooled: the network's own feature layer (global average p
                       "spatial: the last feature map averaged to 2x2, 4x the channels (keeps left/right layout)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one error prefix: ``imgfeat: argument --batch-size: invalid int
+    value: 'x'`` under the subcommand's usage (argparse's own reads ``imgfeat featurize: error:``).
+    Subcommands' parsers are of this class too (argparse makes them of the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{PREFIX}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imgfeat", description="In-database image featurization for PostgreSQL.")
+    parser = Parser(prog=PROG, description="In-database image featurization for PostgreSQL.")
     parser.add_argument("--dsn", help="libpq connection string or URL (default: $IMGFEAT_DSN, then the PG* variables)")
     parser.add_argument("--version", action="version", version=f"imgfeat {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    m = sub.add_parser("models", help="the featurizer model registry").add_subparsers(dest="models_command", required=True)
+    m = sub.add_parser("models", help="the featurizer model registry").add_subparsers(dest="models_command", metavar="SUBCOMMAND", required=True)
     add = m.add_parser("add", help="register a model")
     add.add_argument("name")
     src = add.add_mutually_exclusive_group(required=True)
@@ -285,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--replace", action="store_true", help="overwrite a model of the same name")
     add.set_defaults(func=_models_add)
     ls = m.add_parser("list", help="list registered models")
+    ls.add_argument("--json", action="store_true", help="one JSON object per model (every column but the bytes)")
     ls.set_defaults(func=_models_list)
     rm = m.add_parser("remove", help="drop a model")
     rm.add_argument("name")
@@ -325,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--no-progress", action="store_true", help="no progress bar")
     ld.set_defaults(func=_load)
 
-    ds = sub.add_parser("datasets", help="public data sets as tables").add_subparsers(dest="dataset", required=True)
+    ds = sub.add_parser("datasets", help="public data sets as tables").add_subparsers(dest="dataset", metavar="DATASET", required=True)
     cmu = ds.add_parser("cmu-faces", help="CMU Face Images (UCI 124): every image with its metadata and split")
     cmu.add_argument("--table", default="cmu_faces", help="target table (default cmu_faces)")
     where = cmu.add_mutually_exclusive_group(required=True)
@@ -341,33 +413,120 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from imgfeat.core.errors import ImgfeatError
+def _leaf_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the subcommand that ran (``imgfeat models add`` ...)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _leaf_parser(action.choices[chosen], args)
+    return parser
 
-    args = build_parser().parse_args(argv)
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {opt: action for action in parser._actions for opt in action.option_strings}
+
+
+_ARGUMENT = re.compile(r"\b([a-z][a-z0-9_]*) => (true|false|'(?:[^']|'')*'|<[^>]*>|[^\s,;.)]+)")
+_SQL_NAME = re.compile(r"\b([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\b")
+
+
+def cli_words(text: str, parser: argparse.ArgumentParser, args: argparse.Namespace, *, names: bool = True) -> str:
+    """A message, detail or hint the server wrote for SQL users, in the words of the subcommand
+    that ran: ``replace => true`` -> ``--replace``, ``on_error => 'skip'`` -> ``--on-error skip``,
+    and (``names``) ``batch_size`` -> ``--batch-size``, for the options this subcommand has; SQL calls
+    that have a command of their own become that command. What has no CLI counterpart stays as it is."""
+    options = _options(parser)
+
+    def flag(name: str) -> str | None:
+        opt = "--" + name.replace("_", "-")
+        return opt if opt in options else None
+
+    def argument(m: re.Match[str]) -> str:
+        opt, value = flag(m[1]), m[2]
+        if opt is None:
+            return m[0]
+        if value == "true" and options[opt].nargs == 0:
+            return opt
+        if value.startswith("'"):
+            value = value[1:-1].replace("''", "'")
+            value = value if re.fullmatch(r"[\w.,:/+-]+", value) else "'" + value.replace("'", "'\\''") + "'"
+        return f"{opt} {value}"
+
+    name = getattr(args, "name", None) or "NAME"
+    text = re.sub(r"\bimgfeat\.drop_model\([^)]*\)", f"imgfeat models remove {name}", text)
+    text = re.sub(r"\bimgfeat\.register_model\(\.\.\.\)", "imgfeat models add", text)
+    text = re.sub(r"\bCALL imgfeat\.train_logistic_regression\([^)]*\)", "imgfeat train NAME SOURCE", text)
+    text = re.sub(r"\bCALL the procedure again\b", f"run imgfeat {args.command} again", text)
+    text = _ARGUMENT.sub(argument, text)
+    return _SQL_NAME.sub(lambda m: flag(m[1]) or m[0], text) if names else text
+
+
+def error_lines(exc: BaseException, parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str] | None:
+    """What the CLI prints for ``exc``: ``imgfeat: <message>`` (one prefix, whatever the server
+    or a library put in front) and the detail and hint, indented, in the CLI's words (see
+    :func:`cli_words`); None for an exception that is a bug, not a user's error."""
+
+    def loaded(module: str, name: str) -> type[BaseException] | None:
+        m = sys.modules.get(module)  # an exception of a module never imported cannot be this one
+        return getattr(m, name, None) if m is not None else None
+
+    message: str
+    detail = hint = None
+    sqlstate = None
+    imgfeat_error = loaded("imgfeat.core.errors", "ImgfeatError")
+    psycopg_error = loaded("psycopg", "Error")
+    plain = tuple(t for t in (loaded("imgfeat_loader.download", "DownloadError"),
+                              loaded("imgfeat_loader.load", "LoadError"), ValueError) if t is not None)
+    if imgfeat_error is not None and isinstance(exc, imgfeat_error):
+        message, detail, hint, sqlstate = exc.message, exc.detail, exc.hint, exc.sqlstate  # type: ignore[attr-defined]
+    elif psycopg_error is not None and isinstance(exc, psycopg_error):
+        diag = getattr(exc, "diag", None)
+        message = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
+        detail, hint = getattr(diag, "message_detail", None), getattr(diag, "message_hint", None)
+        sqlstate = getattr(exc, "sqlstate", None)
+    elif isinstance(exc, plain):
+        message = str(exc)
+    else:
+        return None
+    while message.startswith(PREFIX):
+        message = message[len(PREFIX):]
+    leaf = _leaf_parser(parser, args)
+    missing = re.fullmatch(r"model '(.+)' is not registered", message)
+    if sqlstate == "42704" and missing:
+        from imgfeat.core.zoo.catalog import registration_hint
+
+        hint = registration_hint(missing[1], cli=True)
+    lines = [PREFIX + cli_words(message, leaf, args)]
+    if detail:  # a detail lists facts (column names, ids) that stay as they are
+        lines.append("  " + cli_words(detail, leaf, args, names=False))
+    if hint:
+        lines.append("  " + cli_words(hint, leaf, args))
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     needs_db = getattr(args, "needs_db", lambda a: True)(args)
     try:
         if needs_db:
+            from . import db
+
             with db.connect(args.dsn) as conn:
                 args.func(conn, args)
         else:
             args.func(None, args)
-    except (DownloadError, LoadError, ValueError) as exc:
-        print(f"imgfeat: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # `imgfeat models list | head`: the reader went away, as with any Unix tool
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except ImgfeatError as exc:
-        print(f"imgfeat: {exc.message}", file=sys.stderr)
-        for extra in (exc.detail, exc.hint):
-            if extra:
-                print(f"  {extra}", file=sys.stderr)
-        return 1
-    except psycopg.Error as exc:
-        diag = getattr(exc, "diag", None)
-        msg = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
-        print(f"imgfeat: {msg}", file=sys.stderr)
-        for extra in (getattr(diag, "message_detail", None), getattr(diag, "message_hint", None)):
-            if extra:
-                print(f"  {extra}", file=sys.stderr)
+    except Exception as exc:
+        lines = error_lines(exc, parser, args)
+        if lines is None:
+            raise
+        print("\n".join(lines), file=sys.stderr)
         return 1
     return 0
 

@@ -167,6 +167,58 @@ def _extract_tar(path: Path, into: Path) -> None:
         raise LoadError(f"cannot extract {path.name}: {e}") from e
 
 
+FACES_ENV = "IMGFEAT_CMU_FACES"
+"""The environment variable naming a copy of the CMU faces (the ``faces`` directory or one holding it)."""
+
+
+def faces_beside_project() -> Path | None:
+    """``../shared/data/cmu-faces/faces`` beside the project checkout this package runs from
+    (``/work/main`` -> ``/work/shared/data/cmu-faces/faces``); None when the package does not run
+    from a checkout (installed from a wheel)."""
+    project = Path(__file__).resolve().parents[2]
+    if not (project / "pyproject.toml").is_file():
+        return None
+    return project.parent / "shared" / "data" / "cmu-faces" / "faces"
+
+
+def cmu_faces_dir(*, download: bool = True, url: str = CMU_FACES_URL, cache: str | os.PathLike[str] | None = None,
+                  progress: bool = False) -> Path:
+    """Where the CMU faces are, decided in one place for the demo, the tests and the benchmark:
+
+    1. ``$IMGFEAT_CMU_FACES`` when set (the ``faces`` directory, or one holding it; an error if
+       it holds none: a variable you set is never passed over silently);
+    2. else ``../shared/data/cmu-faces/faces`` beside the project (:func:`faces_beside_project`),
+       if it holds the faces;
+    3. else the UCI download (:func:`fetch_cmu_faces`: once, then from the download cache),
+       unless ``download`` is False.
+
+    Raises:
+        LoadError: ``$IMGFEAT_CMU_FACES`` holds no faces, or there are none to be had without a
+            download and ``download`` is False.
+        DownloadError: the download failed; the message names the places looked at.
+    """
+    env = os.environ.get(FACES_ENV)
+    if env:
+        try:
+            return find_faces_dir(env)
+        except LoadError as e:
+            raise LoadError(f"{FACES_ENV}={env}: {e}") from None
+    beside = faces_beside_project()
+    if beside is not None and beside.is_dir() and any(beside.glob("*/*.pgm")):
+        return beside
+    looked = f"{FACES_ENV} is not set and {beside or 'no directory beside the project'} holds no faces"
+    if not download:
+        raise LoadError(f"no CMU faces: {looked} (and downloading was not allowed); "
+                        f"set {FACES_ENV}=/path/to/faces")
+    from .download import DownloadError
+
+    try:
+        return fetch_cmu_faces(url, cache, progress=progress)
+    except DownloadError as e:
+        raise type(e)(f"no CMU faces: {looked}, and the download failed ({e}); "
+                      f"set {FACES_ENV}=/path/to/faces") from None
+
+
 def load_cmu_faces(
     dsn_or_engine: Any,
     table: str = "cmu_faces",
@@ -232,5 +284,5 @@ def load_cmu_faces(
 
 
 __all__ = [
-    "CMU_FACES_URL", "cmu_split", "fetch_cmu_faces", "find_faces_dir", "load_cmu_faces", "parse_cmu_name",
+    "CMU_FACES_URL", "FACES_ENV", "cmu_faces_dir", "cmu_split", "faces_beside_project", "fetch_cmu_faces", "find_faces_dir", "load_cmu_faces", "parse_cmu_name",
 ]

@@ -137,6 +137,8 @@ def download(
         try:
             done = _fetch(url, part, progress=progress, timeout=timeout)
         except (urllib.error.HTTPError, urllib.error.URLError) as e:
+            if isinstance(e, urllib.error.HTTPError):
+                e.close()  # its response's socket: not left to the garbage collector
             raise DownloadError(f"downloading {url}: {e}") from e
         except (OSError, http.client.HTTPException) as e:  # reset / timeout mid-body: resume below
             done = False

@@ -105,17 +105,30 @@ def evaluate(dsn: Any, classifier_name: str, source: str, *, features_column: st
 
 
 def format_evaluation(ev: dict[str, Any]) -> str:
-    """A terminal rendering: accuracy, AUC, per-class metrics, confusion matrix."""
-    lines = [f"n {ev['n']}  accuracy {ev['accuracy']:.4f}" + (f"  AUC {ev['auc']:.4f}" if ev.get("auc") is not None else "")]
-    lines.append(f"{'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
-    for label, m in ev.get("per_class", {}).items():
-        lines.append(f"{label:<12}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>10}")
+    """A terminal rendering: accuracy, AUC, per-class metrics, confusion matrix (rows: true)."""
+    from .tables import format_table
+
+    head = f"n {ev['n']}  accuracy {ev['accuracy']:.4f}" + (f"  AUC {ev['auc']:.4f}" if ev.get("auc") is not None else "")
+    per_class = format_table(
+        ("class", "precision", "recall", "f1", "support"),
+        [(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"])
+         for label, m in ev.get("per_class", {}).items()],
+        right=("precision", "recall", "f1", "support"),
+    )
     cm = ev["confusion_matrix"]
-    lines.append("confusion matrix (rows: true, columns: predicted)")
-    lines.append(" " * 12 + "".join(f"{x:>10}" for x in cm["labels"]))
-    for label, row in zip(cm["labels"], cm["matrix"]):
-        lines.append(f"{label:<12}" + "".join(f"{v:>10}" for v in row))
-    return "\n".join(lines)
+    labels = [str(x) for x in cm["labels"]]
+    matrix = format_table(["true \\ predicted", *labels], [(label, *row) for label, row in zip(labels, cm["matrix"])],
+                          right=labels)
+    return "\n".join([head, "", per_class, "", "confusion matrix (rows: true class, columns: predicted)", matrix])
+
+
+def format_job(job: dict[str, Any]) -> str:
+    """One line about a finished featurize job (a row of ``imgfeat.featurize_progress``)."""
+    if job.get("rows_total") == 0 and job.get("status") == "done":
+        return (f"nothing to do: every row of {job.get('source')} already has {job.get('model_name')} features "
+                f"in {job.get('target')} (100 %)")
+    return (f"featurized {job.get('rows_done', 0)} rows into {job.get('target')} ({job.get('rows_failed', 0)} failed, "
+            f"{job.get('images_per_second') or 0} images/s)")
 
 
 def to_json(obj: Any) -> str:

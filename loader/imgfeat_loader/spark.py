@@ -154,11 +154,13 @@ def fetch_model(conn: psycopg.Connection[Any], name: str) -> tuple[ModelInfo, by
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         row = cur.execute(f"SELECT {ROW_COLUMNS} FROM imgfeat.models WHERE name = %s", (name,)).fetchone()
     if row is None:
+        from imgfeat.core.zoo.catalog import registration_hint
+
         names = [r[0] for r in conn.execute("SELECT name FROM imgfeat.models ORDER BY name").fetchall()]
         raise ModelNotFoundError(
             f"model {name!r} is not registered",
             detail=f"registered models: {', '.join(names) if names else '(none)'}",
-            hint="Register one with the CLI: imgfeat models add NAME --synthetic resnet18 (or --weights, --onnx).",
+            hint=registration_hint(name, cli=True),
         )
     info = ModelInfo.from_row(row)
     data = conn.execute("SELECT imgfeat.model_onnx(%s)", (name,)).fetchone()[0]  # type: ignore[index]

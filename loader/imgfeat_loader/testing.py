@@ -17,7 +17,7 @@ Two ways to get a server with the ``imgfeat`` extension:
 :func:`imgfeat_server` starts and stops either. The pytest plugin
 (:mod:`imgfeat_loader.pytest_plugin`) wraps these in fixtures.
 
-``ImgfeatContainer`` needs the ``testing`` extra (``pip install 'imgfeat[testing]'``:
+``ImgfeatContainer`` needs the ``testing`` extra (``pip install '/path/to/imgfeat[testing]'`` from a checkout:
 testcontainers and the docker SDK); it is imported lazily, so the local backend works
 without them.
 """
@@ -76,7 +76,7 @@ def docker_unavailable_reason() -> str | None:
     try:
         import docker
     except ImportError:
-        return "no Docker engine: the docker SDK is not installed (pip install 'imgfeat[testing]')"
+        return "no Docker engine: the docker SDK is not installed (pip install '/path/to/imgfeat[testing]' from a checkout)"
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
     def ping() -> str | None:
@@ -304,7 +304,7 @@ def __getattr__(name: str) -> Any:
             cls = _define_container_class()
         except ImportError as exc:
             raise ImportError(
-                f"imgfeat_loader.testing.ImgfeatContainer needs testcontainers: pip install 'imgfeat[testing]' ({exc})"
+                f"imgfeat_loader.testing.ImgfeatContainer needs testcontainers: pip install '/path/to/imgfeat[testing]' from a checkout ({exc})"
             ) from exc
         globals()[name] = cls
         return cls

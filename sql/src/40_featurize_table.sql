@@ -10,7 +10,7 @@ if "imgfeat" not in GD:
 return GD["imgfeat"].featurize_image_file(plpy, path, model_name, resize)
 $$;
 COMMENT ON FUNCTION imgfeat.featurize_image_file(text, text, text) IS
-'The feature vector (real[]) of an image file on the database server, as imgfeat.featurize_image. path: relative to imgfeat.image_root, or absolute inside it. The file is opened one path component at a time from the root''s directory, following a symlink only where its target stays inside the root, and what was opened is checked to lie inside the root before it is read: no path, symlink or concurrent rename leads outside. Refused: no root configured, or one set by a session (SQLSTATE 55000); a path outside the root, a directory, device or other non-regular file, or a caller that is neither a member of imgfeat_file_reader nor of pg_read_server_files (42501). NULL path gives NULL. VOLATILE: files can change.';
+'The feature vector (real[]) of an image file on the database server, as imgfeat.featurize_image. path: relative to imgfeat.image_root, or absolute inside it. The file is opened one path component at a time from the root''s directory, following a symlink only where its target stays inside the root, and what was opened is checked to lie inside the root before it is read: no path, symlink or concurrent rename leads outside. Refused: no root configured, or one set by a session (SQLSTATE 55000); a path outside the root, a directory, device or other non-regular file, or a caller that is neither a member of imgfeat_file_reader nor of pg_read_server_files (SQLSTATE 42501). NULL path gives NULL. VOLATILE: files can change.';
 
 CREATE TABLE imgfeat.featurize_errors (
     source       regclass NOT NULL,
@@ -84,7 +84,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION imgfeat_internal.check_job_rights(regclass, regclass) IS
-'Internal. Raises 42501 unless the caller (imgfeat_internal.caller()) may read source and insert into target.';
+'Internal. Raises SQLSTATE 42501 (insufficient_privilege) unless the caller (imgfeat_internal.caller()) may read source and insert into target.';
 
 CREATE FUNCTION imgfeat_internal.job_lock_key(source regclass, target regclass, model_name text) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -174,18 +174,35 @@ COMMENT ON FUNCTION imgfeat_internal.clear_errors(regclass, regclass, text, text
 'Internal. Removes the recorded failures of ids a featurize job has now featurized, for a caller that may run the job.';
 
 CREATE VIEW imgfeat.featurize_progress AS
-SELECT j.job_id, j.source, j.target, j.model_name,
-       CASE WHEN j.status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = j.pid)
-            THEN 'interrupted' ELSE j.status END AS status,
+SELECT j.job_id, j.source, j.target, j.model_name, s.status,
        j.rows_done, j.rows_failed, j.rows_total,
-       round(100.0 * (j.rows_done + j.rows_failed) / GREATEST(j.rows_total, 1), 1) AS percent,
+       CASE WHEN j.rows_total = 0 THEN 100.0
+            ELSE round(100.0 * (j.rows_done + j.rows_failed) / j.rows_total, 1) END AS percent,
        round(j.images_per_second::numeric, 1) AS images_per_second,
-       CASE WHEN j.status = 'running' AND j.images_per_second > 0
+       CASE WHEN s.status = 'running' AND j.images_per_second > 0
             THEN pg_catalog.make_interval(secs => (j.rows_total - j.rows_done - j.rows_failed) / j.images_per_second) END AS eta,
-       j.timings, j.started_by, j.started_at, j.updated_at, j.finished_at, j.pid, j.error
-FROM imgfeat.featurize_jobs j;
+       j.timings, j.started_by, j.started_at, j.updated_at, j.finished_at, j.pid, j.error,
+       CASE WHEN s.status = 'done' AND j.rows_total = 0 THEN 'nothing to do: every row already had features'
+            WHEN s.status = 'done' AND j.rows_failed > 0
+            THEN j.rows_failed || CASE WHEN j.rows_failed = 1 THEN ' row' ELSE ' rows' END
+                 || ' could not be featurized: see imgfeat.featurize_errors'
+            WHEN s.status = 'failed'
+            THEN 'stopped by an error (the error column); the rows done before it are kept: CALL imgfeat.featurize again to go on'
+            WHEN s.status = 'interrupted'
+            THEN 'its session ended or moved on before the job did; the rows done before are kept: CALL imgfeat.featurize again to go on'
+       END AS detail
+FROM imgfeat.featurize_jobs j
+CROSS JOIN LATERAL (
+    -- running only while the job's backend is there and (where this role may see that session's
+    -- activity) still busy with the statement that started the job: not idle, not on a later one
+    SELECT CASE WHEN j.status = 'running' AND NOT EXISTS (
+                    SELECT 1 FROM pg_catalog.pg_stat_activity a
+                     WHERE a.pid = j.pid
+                       AND (a.state IS NULL OR (a.state = 'active' AND a.query_start <= j.started_at)))
+                THEN 'interrupted' ELSE j.status END AS status
+) s;
 COMMENT ON VIEW imgfeat.featurize_progress IS
-'Progress of featurize jobs, readable from another session while a job runs: rows done/failed/total, percent, images per second, ETA; status running | done | failed (error says why) | interrupted (its backend is gone).';
+'Progress of featurize jobs, readable from another session while a job runs: rows done/failed/total, percent, images per second, ETA. status: running | done | failed (stopped by an error, in error) | interrupted (its backend is gone, or has moved on without recording the end). A call that found nothing to do is done at 100 percent with rows_total 0. detail says what a person would want to know next.';
 
 CREATE PROCEDURE imgfeat.featurize(
     source regclass,

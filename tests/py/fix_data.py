@@ -1,25 +1,25 @@
-"""Data fixtures: the CMU face images (read-only, from ../shared or IMGFEAT_CMU_FACES)."""
+"""Data fixtures: the CMU face images (read-only), found where the demo and the benchmark find
+them (:func:`imgfeat_loader.datasets.cmu_faces_dir`: ``IMGFEAT_CMU_FACES``, else
+``../shared/data/cmu-faces/faces`` beside the project, else the UCI download)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-DEFAULT_FACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cmu-faces" / "faces"
-
-
-def faces_dir() -> Path:
-    return Path(os.environ.get("IMGFEAT_CMU_FACES", DEFAULT_FACES))
+from imgfeat_loader.datasets import cmu_faces_dir
+from imgfeat_loader.download import DownloadError
+from imgfeat_loader.load import LoadError
 
 
 @pytest.fixture(scope="session")
 def cmu_faces() -> Path:
     """The CMU faces directory (``faces/<user>/*.pgm``)."""
-    path = faces_dir()
-    assert path.is_dir(), f"CMU faces not found at {path}: set IMGFEAT_CMU_FACES"
-    return path
+    try:
+        return cmu_faces_dir()
+    except (LoadError, DownloadError) as e:
+        pytest.fail(f"the tests need the CMU faces: {e}")
 
 
 @pytest.fixture(scope="session")

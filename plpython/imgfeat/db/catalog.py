@@ -187,7 +187,7 @@ def check_id_column(rel: Relation, col: Column) -> None:
         raise InvalidParameterError(
             f"id column {col.name!r} is {col.type}: it must be a scalar type with an ordering "
             "(integer, bigint, text, uuid, date, timestamp, ...)",
-            hint="pass id_column => the table's key column",
+            hint="pass id_column => <the table's key column>",
         )
 
 

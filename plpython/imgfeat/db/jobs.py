@@ -330,7 +330,11 @@ def _featurize(
         raise
     plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "done", progress.timings(), None])
     caller.commit()
-    plpy.notice(progress.message(model_name, tgt.quoted))
+    if total == 0:
+        plpy.notice(f"imgfeat.featurize {tgt.quoted} ({model_name}): nothing to do: every row of {src.quoted} "
+                    "already has features (100 %)")
+    else:
+        plpy.notice(progress.message(model_name, tgt.quoted))
 
 
 @dataclass

@@ -37,11 +37,13 @@ class Registry:
         return [r["name"] for r in self.plpy.execute("SELECT name FROM imgfeat.models ORDER BY name")]
 
     def not_found(self, name: str) -> ModelNotFoundError:
+        from ..core.zoo import catalog
+
         names = self.names()
         return ModelNotFoundError(
             f"model {name!r} is not registered",
             detail=f"registered models: {', '.join(names) if names else '(none)'}",
-            hint="Register one with imgfeat.register_model(...) or the CLI: imgfeat models add NAME --synthetic resnet18",
+            hint=catalog.registration_hint(name),
         )
 
     def row(self, name: str) -> dict[str, Any] | None:

@@ -258,7 +258,11 @@ def passed_model_info(plpy: Any, name: str, row: dict[str, Any] | None) -> Model
     """
     if row is None:
         if in_parallel_mode():
-            raise ModelNotFoundError(f"model {name!r} is not registered", hint="SELECT name FROM imgfeat.models;")
+            from ..core.zoo.catalog import registration_hint
+
+            raise ModelNotFoundError(f"model {name!r} is not registered",
+                                     detail="SELECT name FROM imgfeat.models lists the registered ones.",
+                                     hint=registration_hint(name))
         raise registry_of(plpy).not_found(name)
     return ModelInfo.from_row(row)
 

@@ -125,3 +125,57 @@ def test_functions_pin_search_path(conn: psycopg.Connection[Any]) -> None:
         if kind == "p":
             continue  # procedures that commit cannot carry SET; their SQL is schema-qualified
         assert config and any(c.startswith("search_path=pg_catalog") for c in config), name
+
+
+PUBLIC_FUNCTIONS = {
+    "featurize_image", "featurize_image_file", "featurize", "register_model", "register_large_model",
+    "register_synthetic_model", "drop_model", "model_onnx", "quantize_model", "train_logistic_regression",
+    "drop_classifier", "predict", "predict_proba", "predict_table", "evaluate", "python_info",
+}
+"""What users call: the README's Reference and Troubleshooting sections."""
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def test_the_public_schema_holds_what_users_call(conn: psycopg.Connection[Any]) -> None:
+    """``\\df imgfeat.*`` lists the documented functions and procedures and nothing internal (those
+    live in imgfeat_internal, out of users' sight)."""
+    listed = {r[0] for r in conn.execute(
+        "SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'imgfeat'::regnamespace").fetchall()}
+    assert listed == PUBLIC_FUNCTIONS
+    readme = README.read_text(encoding="utf-8")
+    assert [f for f in sorted(PUBLIC_FUNCTIONS) if f"imgfeat.{f}(" not in readme] == []
+    assert conn.execute("SELECT count(*) FROM pg_proc WHERE pronamespace = 'imgfeat_internal'::regnamespace "
+                        "AND proname LIKE '\\_%'").fetchone() == (0,)
+
+
+def _comments(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    """Every COMMENT on an object of the extension (columns included): (object, text)."""
+    return conn.execute(
+        "SELECT pg_describe_object(d.classoid, d.objoid, d.objsubid), d.description FROM pg_description d "
+        "JOIN pg_depend e ON e.classid = d.classoid AND e.objid = d.objoid AND e.deptype = 'e' "
+        "AND e.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'imgfeat')"
+    ).fetchall()
+
+
+def test_comments_have_no_numbers_to_misread(conn: psycopg.Connection[Any]) -> None:
+    """A SQLSTATE code is written as one (``SQLSTATE 54000``), never bare where it could be read as
+    a value — ``imgfeat.max_image_pixels (54000)`` read as a pixel limit — and no setting is
+    followed by a bare number in parentheses."""
+    import re
+
+    from psycopg import errors
+
+    comments = _comments(conn)
+    assert len(comments) >= 40
+    bare, after_setting = [], []
+    for obj, text in comments:
+        for m in re.finditer(r"\b[0-9][0-9A-Z]{4}\b", text):
+            try:
+                errors.lookup(m.group(0))
+            except KeyError:
+                continue  # a number, not a SQLSTATE code
+            if not text[: m.start()].endswith("SQLSTATE "):
+                bare.append((obj, text[max(0, m.start() - 40): m.end() + 5]))
+        after_setting += [(obj, m.group(0)) for m in re.finditer(r"imgfeat\.[a-z_]+ \(\d[^)]*\)", text)]
+    assert bare == [] and after_setting == []

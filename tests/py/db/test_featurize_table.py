@@ -40,9 +40,49 @@ def test_target_layout_and_rerun_adds_nothing(analyst: psycopg.Connection[Any], 
     analyst.execute("CALL imgfeat.featurize('public.faces', 'faces_r18', %s)", (resnet18,))
     assert analyst.execute("SELECT count(*), max(featurized_at) FROM faces_r18").fetchone() == (312, before[0])  # type: ignore[index]
     job = analyst.execute(
-        "SELECT status, rows_total, rows_done FROM imgfeat.featurize_progress ORDER BY job_id DESC LIMIT 1"
+        "SELECT status, rows_total, rows_done, percent, detail FROM imgfeat.featurize_progress ORDER BY job_id DESC LIMIT 1"
     ).fetchone()
-    assert job == ("done", 0, 0)
+    assert job == ("done", 0, 0, 100, "nothing to do: every row already had features")
+
+
+def test_progress_tells_failed_from_interrupted_from_done(
+    analyst: psycopg.Connection[Any], conn: psycopg.Connection[Any], face_files: list[Path], resnet18: str
+) -> None:
+    """featurize_progress: a job stopped by an error is failed, with the error; one whose backend is
+    gone, or has moved on without recording the job's end, is interrupted; a finished one is done."""
+    conn.execute("CREATE TABLE public.progress_src (id int PRIMARY KEY, image bytea)")
+    for i, p in enumerate(face_files[:3], start=1):
+        conn.execute("INSERT INTO public.progress_src VALUES (%s, %s)", (i, p.read_bytes()))
+    conn.execute("INSERT INTO public.progress_src VALUES (4, 'not an image')")
+    conn.execute("GRANT SELECT ON public.progress_src TO imgfeat_test_analyst")
+    query = ("SELECT status, rows_done, rows_total, percent, error, detail FROM imgfeat.featurize_progress "
+             "WHERE source = 'public.progress_src'::regclass ORDER BY job_id DESC LIMIT 1")
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        analyst.execute("CALL imgfeat.featurize('public.progress_src', 'progress_out', %s, batch_size => 2)", (resnet18,))
+    status, done, total, percent, error, detail = analyst.execute(query).fetchone()  # type: ignore[misc]
+    assert (status, done, total, percent) == ("failed", 2, 4, 50)
+    assert error == "image id=4 in public.progress_src could not be featurized: not a recognised image format"
+    assert detail == ("stopped by an error (the error column); the rows done before it are kept: "
+                      "CALL imgfeat.featurize again to go on")
+    analyst.execute("CALL imgfeat.featurize('public.progress_src', 'progress_out', %s, on_error => 'skip')", (resnet18,))
+    assert analyst.execute(query).fetchone() == (
+        "done", 1, 2, 100, None, "1 row could not be featurized: see imgfeat.featurize_errors")
+    # A job row left 'running' by a backend that is still there but has moved on (idle, or busy
+    # with a later statement) was interrupted, not running: forge one for this very session.
+    pid = analyst.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+    job = conn.execute("SELECT max(job_id) FROM imgfeat.featurize_jobs WHERE source = 'public.progress_src'::regclass"
+                       ).fetchone()[0]  # type: ignore[index]
+    conn.execute("UPDATE imgfeat.featurize_jobs SET status = 'running', finished_at = NULL, pid = %s WHERE job_id = %s",
+                 (pid, job))
+    interrupted = analyst.execute(query).fetchone()
+    assert interrupted is not None and interrupted[0] == "interrupted"
+    assert interrupted[-1] == ("its session ended or moved on before the job did; the rows done before are kept: "
+                               "CALL imgfeat.featurize again to go on")
+    assert conn.execute(query).fetchone()[0] == "interrupted"  # type: ignore[index]
+    # ... while the statement that started a job is still running, the job is running
+    conn.execute("UPDATE imgfeat.featurize_jobs SET started_at = clock_timestamp() + interval '1 hour' WHERE job_id = %s",
+                 (job,))
+    assert analyst.execute(query).fetchone()[:1] == ("running",)
 
 
 def test_paths_under_image_root_equal_bytea(

@@ -167,3 +167,25 @@ def test_cli_datasets(dsn: str, conn: psycopg.Connection[Any], small_faces: Path
                "--cache", str(tmp_path / "c")])
     assert rc == 1
     assert "404" in capsys.readouterr().err
+
+
+def test_faces_fall_back_to_the_download(small_faces: Path, tmp_path: Path, http_dir: tuple[Path, str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither IMGFEAT_CMU_FACES nor ../shared: the demo, tests and benchmark download the
+    archive (once: then from the cache); a failed download says where else it looked."""
+    from imgfeat_loader import datasets
+    from imgfeat_loader.download import DownloadError
+
+    root, base = http_dir
+    archive(small_faces, root / "cmu+face+images.zip")
+    monkeypatch.delenv("IMGFEAT_CMU_FACES", raising=False)
+    monkeypatch.setattr(datasets, "faces_beside_project", lambda: tmp_path / "no-shared")
+    cache = tmp_path / "cache"
+    got = datasets.cmu_faces_dir(url=base + "cmu+face+images.zip", cache=cache)
+    assert got.parent.parent == cache / "cmu+face+images.zip.d" or cache in got.parents
+    assert sorted(p.name for p in got.iterdir()) == ["an2i", "sz24"]
+    (root / "cmu+face+images.zip").unlink()
+    assert datasets.cmu_faces_dir(url=base + "cmu+face+images.zip", cache=cache) == got  # from the cache
+    with pytest.raises(DownloadError) as exc:
+        datasets.cmu_faces_dir(url=base + "missing.zip", cache=tmp_path / "other")
+    assert "IMGFEAT_CMU_FACES is not set" in str(exc.value) and "no-shared" in str(exc.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,6 @@ from imgfeat.core.training import (
     sklearn_params,
 )
 
-CMU_FACES = os.environ.get("IMGFEAT_CMU_FACES", "/work/shared/data/cmu-faces/faces")
 
 
 @pytest.fixture(scope="module")
@@ -257,11 +257,11 @@ def test_canonical_label() -> None:
 
 
 @pytest.mark.slow
-def test_cmu_faces_four_poses() -> None:
+def test_cmu_faces_four_poses(cmu_faces: Path) -> None:
     from PIL import Image
 
-    files = sorted(glob.glob(os.path.join(CMU_FACES, "*", "*_4.pgm")))  # 32x30 versions
-    assert len(files) >= 600, f"CMU faces not found under {CMU_FACES} (set IMGFEAT_CMU_FACES)"
+    files = sorted(glob.glob(os.path.join(cmu_faces, "*", "*_4.pgm")))  # 32x30 versions
+    assert len(files) >= 600, f"expected the 624 32x30 CMU faces under {cmu_faces}"
     X, poses, users = [], [], []
     for path in files:
         with Image.open(path) as image:

