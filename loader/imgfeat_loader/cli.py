@@ -163,7 +163,8 @@ def _jvm_failure(exc: BaseException) -> CliError | None:
     for anything else."""
     from .spark import driver_jvm
 
-    pid, status, log = driver_jvm()
+    lost = isinstance(exc, (ConnectionError, EOFError)) or type(exc).__name__ == "Py4JNetworkError"
+    pid, status, log = driver_jvm(wait=10.0 if lost else 0.0)
     where = f"; its log: {log}" if log else ""
     if status is not None:
         how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
@@ -207,7 +208,7 @@ def _spark_featurize(conn: None, args: argparse.Namespace) -> None:
     log = None if active is not None or _submitted() else _spark_log_path()
     try:
         spark = spark_session(args.master, jdbc_jar=args.jdbc_jar or "default", conf=conf, python=args.python,
-                              jvm_log=log)
+                              jvm_log=log, log_level="WARN" if log else "ERROR")
     except ImgfeatError:
         raise
     except Exception as exc:  # the JVM did not start

@@ -236,16 +236,23 @@ def _launch_jvm(conf: Any, log: Path) -> None:
 _JVM_LOG: list[Path | None] = [None]
 
 
-def driver_jvm() -> tuple[int | None, int | None, Path | None]:
+def driver_jvm(wait: float = 0.0) -> tuple[int | None, int | None, Path | None]:
     """The driver JVM that this process started: ``(pid, exit status or None while it runs,
     its log file or None)``; ``(None, None, None)`` when no JVM was started here (none yet, or
-    spark-submit's)."""
+    spark-submit's). ``wait``: seconds to wait for it to exit (after its connection broke,
+    the process may still be ending)."""
+    import subprocess
+
     from pyspark.core.context import SparkContext
 
     proc = getattr(SparkContext._gateway, "proc", None)
     if proc is None:
         return None, None, None
-    return proc.pid, proc.poll(), _JVM_LOG[0]
+    try:
+        status = proc.wait(timeout=wait) if wait > 0 else proc.poll()
+    except subprocess.TimeoutExpired:
+        status = None
+    return proc.pid, status, _JVM_LOG[0]
 
 
 def jdbc_driver_loaded(spark: SparkSession) -> bool:

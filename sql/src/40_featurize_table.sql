@@ -21,7 +21,7 @@ CREATE TABLE imgfeat.featurize_errors (
     failed_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     target       regclass
 );
-CREATE UNIQUE INDEX featurize_errors_key ON imgfeat.featurize_errors (source, model_name, id, target) NULLS NOT DISTINCT;
+ALTER TABLE imgfeat.featurize_errors ADD CONSTRAINT featurize_errors_key UNIQUE NULLS NOT DISTINCT (source, model_name, id, target);
 COMMENT ON TABLE imgfeat.featurize_errors IS
 'Images that CALL imgfeat.featurize(..., on_error => ''skip'') (or imgfeat spark featurize --on-error skip) could not featurize: the source table, the target table, the row''s id as text, the model, the error class (e.g. image_decode_error, image_too_large_error, file_access_error) and a message a person can act on. One row per (source, target, model, id): the latest failure; removed when a later run featurizes that id. Visible to the roles that may read the source; written only by imgfeat''s jobs.';
 COMMENT ON COLUMN imgfeat.featurize_errors.target IS 'The job''s target table (NULL for failures recorded before imgfeat 0.3.0).';
@@ -163,7 +163,7 @@ BEGIN
       FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(error_classes), pg_catalog.unnest(messages))
            WITH ORDINALITY AS f(id, error_class, message, n)
      ORDER BY f.id, f.n DESC
-    ON CONFLICT (source, model_name, id, target) DO UPDATE
+    ON CONFLICT ON CONSTRAINT featurize_errors_key DO UPDATE
        SET error_class = excluded.error_class, message = excluded.message, failed_at = excluded.failed_at;
 END
 $$;
