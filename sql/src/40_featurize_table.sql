@@ -150,11 +150,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM imgfeat_internal.check_job_rights(source, target);
-    -- failures recorded before 0.3.0 (no target) give way to this job's
-    DELETE FROM imgfeat.featurize_errors e
-     WHERE e.source = record_errors.source AND e.target IS NULL
-       AND e.model_name = record_errors.model_name AND e.id = ANY (record_errors.ids);
+    PERFORM imgfeat_internal.clear_errors(source, target, model_name, ids);  -- checks the caller's rights
     -- one row per (source, target, model, id), enforced by featurize_errors_key even when
     -- jobs on the same ids run at once (Spark retries a task while the first try still writes)
     INSERT INTO imgfeat.featurize_errors AS e (source, target, id, model_name, error_class, message)
