@@ -291,7 +291,7 @@ def test_all_312_faces_equal_in_database(
 def _errors(conn: psycopg.Connection[Any], source: str) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT target::text, id, count(*) FROM imgfeat.featurize_errors WHERE source = %s::regclass "
-        "GROUP BY 1, 2 ORDER BY 1, 2::int", (source,)
+        "GROUP BY 1, 2 ORDER BY 1, id::int", (source,)
     ).fetchall()
 
 
