@@ -50,17 +50,22 @@ def _hidden_paths(cache: Path) -> list[Path]:
     return paths
 
 
-def _spark_env(tmp: Path) -> dict[str, str]:
-    """The environment of a Spark subprocess: loopback only, its logs under ``tmp``."""
+def _spark_env(tmp: Path, archive_cache: Path | None = None) -> dict[str, str]:
+    """The environment of a Spark subprocess: loopback only, its logs under ``tmp``, its
+    archive cache ``archive_cache`` (else under ``tmp``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "SPARK_"))}
-    env.update(SPARK_LOCAL_IP="127.0.0.1", XDG_STATE_HOME=str(tmp / "state"), XDG_CACHE_HOME=str(tmp / "cache"))
+    cache = archive_cache.parents[1] if archive_cache is not None else tmp / "cache"
+    env.update(SPARK_LOCAL_IP="127.0.0.1", XDG_STATE_HOME=str(tmp / "state"), XDG_CACHE_HOME=str(cache))
     return env
 
 
 @pytest.fixture(scope="module")
 def archive_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("spark-env-cache")
-    path.chmod(0o700)
+    """The archive cache, where :func:`imgfeat_loader.spark_env.cache_directory` finds it when
+    ``XDG_CACHE_HOME`` is this path's grandparent (see :func:`_spark_env`)."""
+    path = tmp_path_factory.mktemp("xdg-cache") / "imgfeat" / "spark-env"
+    path.mkdir(parents=True, mode=0o700)
+    path.parent.chmod(0o700)
     return path
 
 
@@ -232,6 +237,25 @@ def test_spark_submit_jdbc_table_on_standalone_cluster(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("featurized 312 images from public.cluster_faces")
     assert worst_diff(features_by_path(conn, "cluster_jdbc_r18", resnet18, join_ids=True), faces312) <= TOL
+
+
+@pytest.mark.slow
+def test_cli_ships_the_archive_to_a_cluster_it_connects_to(
+    standalone: StandaloneCluster, archive: Path, archive_cache: Path, tmp_path: Path, tcp_dsn: str, resnet18: str,
+    cmu_faces: Path, faces312: dict[str, np.ndarray], conn: psycopg.Connection[Any],
+) -> None:
+    """Without spark-submit: ``imgfeat spark featurize --master spark://... --python archive``
+    starts the driver JVM itself and ships the cached archive (the worker sees nothing else)."""
+    glob = f"{cmu_faces}/an2i/an2i_{{left,right}}_*_{{open,sunglasses}}.pgm"
+    argv = [sys.executable, "-m", "imgfeat_loader.cli", "--dsn", tcp_dsn, "spark", "featurize",
+            "--master", standalone.master_url, "--python", "archive", "--conf", "spark.ui.enabled=false",
+            "--files", glob, "--model", resnet18, "--target", "cluster_cli_r18"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_spark_env(tmp_path, archive_cache), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("featurized 16 images"), proc.stdout
+    assert sorted(p.name for p in archive_cache.glob("*.tar.gz")) == [archive.name]  # the cached one, not rebuilt
+    got = features_by_path(conn, "cluster_cli_r18", resnet18)
+    assert worst_diff(got, {p: v for p, v in faces312.items() if p in got}) <= TOL and len(got) == 16
 
 
 # --------------------------------------------------------------------------- addresses only this machine has
