@@ -1,20 +1,24 @@
-"""Benchmark: images per second of ``featurize_spark`` with one and with two executors.
+"""Benchmark: images per second and CPU per image of ``featurize_spark`` on local and standalone Spark.
 
 Usage::
 
-    python bench/spark_bench.py [--dsn DSN] [--faces DIR] [--model resnet18] [--executors 1,2]
-                                [--batch-size 32] [--repeat 2] [--in-database]
+    python bench/spark_bench.py [--dsn DSN] [--faces DIR] [--model resnet18]
+                                [--masters 'local[1],local[2],standalone[2]'] [--batch-size 32]
+                                [--repeat 2] [--in-database]
 
 Featurizes the 312 full-resolution left/right CMU faces (``--faces``, default
 ``$IMGFEAT_CMU_FACES`` or ../shared/data/cmu-faces/faces) from files (Spark's
-``binaryFile`` source; ids are the paths) into a fresh PostgreSQL table, on
-``local-cluster[N,1,1024]`` for each N in ``--executors`` (N executors of one core each,
-onnxruntime with one thread per task). Each configuration is first warmed up on a few
-faces (executor JVMs and Python workers started, model shipped and loaded), then timed
-``--repeat`` times into new tables; the figure is featurized images / wall seconds of the
-Spark job; the images per CPU-second of the executors' Python workers are printed too
-(what one core does when it is not shared). ``--in-database`` also times ``CALL imgfeat.featurize`` on the same faces
-(one backend, one onnxruntime thread) for comparison.
+``binaryFile`` source; ids are the paths) into a fresh PostgreSQL table, on each master of
+``--masters``: ``local[N]`` (one JVM, N task slots), ``local-cluster[N,1,1024]`` (N executor
+JVMs of one core) or ``standalone[N]`` (a standalone master and N workers of one core each on
+127.0.0.1, started and stopped here: :class:`imgfeat_loader.spark_standalone.StandaloneCluster`).
+onnxruntime runs with one thread per task. Each configuration is first warmed up on a few
+faces (JVMs and Python workers started, model shipped and loaded), then timed ``--repeat``
+times into new tables. Printed per run: featurized images / wall seconds of the Spark job,
+and CPU milliseconds per image over the executors' whole process trees (JVM, PySpark daemon,
+Python workers) and of the Python workers alone. ``--in-database`` also times
+``CALL imgfeat.featurize`` on the same faces (one backend, one onnxruntime thread) for
+comparison, with the backend's CPU per image when the server runs on this machine.
 
 The database is ``--dsn`` / ``IMGFEAT_DSN`` if given (imgfeat installed, the model
 registered), else a throwaway local cluster with a synthetic resnet18.
@@ -24,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -35,42 +41,64 @@ import psycopg
 from imgfeat_loader import db, models
 from imgfeat_loader.cluster import LocalCluster
 from imgfeat_loader.spark import featurize_spark, spark_session
+from imgfeat_loader.spark_standalone import StandaloneCluster
 
 FACES_GLOB = "*/*_{left,right}_*_{open,sunglasses}.pgm"
 """The 312 full-resolution left/right faces (the scaled copies end in _2.pgm / _4.pgm)."""
 
+_STANDALONE = re.compile(r"^standalone\[(\d+)\]$")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One timed run: images/s (wall), CPU ms per image over the executors' process trees and of the Python workers."""
+
+    images_per_second: float
+    tree_ms: float
+    python_ms: float
+
 
 def bench_spark(
-    dsn: str, faces: Path, model: str, executors: int, batch_size: int, repeat: int, verbose: bool = False
-) -> list[float]:
-    spark = spark_session(f"local-cluster[{executors},1,1024]", app_name=f"imgfeat-bench-{executors}",
-                          conf={"spark.ui.enabled": "false"})
-    speeds = []
+    dsn: str, faces: Path, model: str, master: str, batch_size: int, repeat: int, verbose: bool = False
+) -> list[Run]:
+    """``repeat`` timed runs on ``master`` (see the module docstring), after a warm-up."""
+    found = _STANDALONE.match(master)
+    cluster = StandaloneCluster(workers=int(found.group(1)), cores=1, memory="1g") if found else None
+    url = cluster.start() if cluster is not None else master
+    runs = []
     try:
-        started = time.perf_counter()
-        warm = f"spark_bench_{uuid.uuid4().hex[:8]}"
-        featurize_spark(spark, dsn, model, files=f"{faces}/an2i/an2i_left_*_open.pgm", target=warm,
-                        partitions=executors, batch_size=batch_size)
-        print(f"{executors} executor(s): warm-up (JVMs, Python workers, model) {time.perf_counter() - started:.1f} s")
-        for r in range(repeat):
-            table = f"spark_bench_{uuid.uuid4().hex[:8]}"
-            try:
-                report = featurize_spark(spark, dsn, model, files=f"{faces}/{FACES_GLOB}", target=table,
-                                         batch_size=batch_size)
-            finally:
-                with db.connect(dsn) as conn:
-                    conn.execute(f"DROP TABLE IF EXISTS {table}")
-            speeds.append(report.images_per_second)
-            print(f"{executors} executor(s), run {r + 1}: {report.featurized} images in {report.seconds:.2f} s "
-                  f"({report.partitions} partitions) = {report.images_per_second:.1f} images/s; "
-                  f"{report.featurized / report.cpu_seconds:.1f} images per CPU-second of the Python workers")
-            if verbose:
-                print(f"  partitions (worker pid, seconds, model load seconds): {report.partition_seconds}")
-        with db.connect(dsn) as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {warm}")
+        spark = spark_session(url, app_name=f"imgfeat-bench-{master}", conf={"spark.ui.enabled": "false"})
+        try:
+            started = time.perf_counter()
+            warm = f"spark_bench_{uuid.uuid4().hex[:8]}"
+            featurize_spark(spark, dsn, model, files=f"{faces}/an2i/an2i_left_*_open.pgm", target=warm,
+                            partitions=spark.sparkContext.defaultParallelism, batch_size=batch_size)
+            print(f"{master}: warm-up (JVMs, Python workers, model) {time.perf_counter() - started:.1f} s")
+            for r in range(repeat):
+                table = f"spark_bench_{uuid.uuid4().hex[:8]}"
+                try:
+                    report = featurize_spark(spark, dsn, model, files=f"{faces}/{FACES_GLOB}", target=table,
+                                             batch_size=batch_size)
+                finally:
+                    with db.connect(dsn) as conn:
+                        conn.execute(f"DROP TABLE IF EXISTS {table}")
+                run = Run(report.images_per_second, 1000 * report.cpu_seconds / report.featurized,
+                          1000 * report.python_cpu_seconds / report.featurized)
+                runs.append(run)
+                print(f"{master}, run {r + 1}: {report.featurized} images in {report.seconds:.2f} s "
+                      f"({report.partitions} partitions, {report.executors} executor(s)) = "
+                      f"{run.images_per_second:.1f} images/s; CPU {run.tree_ms:.0f} ms per image over the executors' "
+                      f"process trees, {run.python_ms:.0f} ms in the Python workers")
+                if verbose:
+                    print(f"  partitions (worker pid, seconds, model load seconds): {report.partition_seconds}")
+            with db.connect(dsn) as conn:
+                conn.execute(f"DROP TABLE IF EXISTS {warm}")
+        finally:
+            spark.stop()
     finally:
-        spark.stop()
-    return speeds
+        if cluster is not None:
+            cluster.stop()
+    return runs
 
 
 def backend_cpu_seconds(pid: int) -> float:
@@ -101,7 +129,8 @@ def bench_in_database(dsn: str, faces: Path, model: str, batch_size: int) -> flo
         finally:
             conn.execute(f"DROP TABLE IF EXISTS {src}, {dst}")
     speed = len(files) / seconds
-    per_cpu = f"; {len(files) / cpu:.1f} images per CPU-second of the backend" if cpu > 0 else ""
+    per_cpu = (f"; CPU {1000 * cpu / len(files):.0f} ms per image in the backend "
+               f"({len(files) / cpu:.1f} images per CPU-second)") if cpu > 0 else ""
     print(f"in-database CALL imgfeat.featurize (1 backend): {len(files)} images in {seconds:.2f} s = "
           f"{speed:.1f} images/s{per_cpu}")
     return speed
@@ -112,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", help="database with imgfeat and the model (default: $IMGFEAT_DSN, else a throwaway cluster)")
     parser.add_argument("--faces", type=Path, help="the CMU faces (default: where the demo and tests find them)")
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--executors", default="1,2", help="comma-separated executor counts (default 1,2)")
+    parser.add_argument("--masters", default="local[1],local[2],standalone[2]",
+                        help="comma-separated masters: local[N], local-cluster[N,1,1024], standalone[N] "
+                             "(default local[1],local[2],standalone[2])")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--in-database", action="store_true", help="also time CALL imgfeat.featurize")
@@ -140,12 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"CPU cores: {os.cpu_count()}; faces: {args.faces}/{FACES_GLOB}; batch size {args.batch_size}")
         results = {}
-        for n in (int(x) for x in args.executors.split(",")):
-            results[n] = statistics.median(bench_spark(dsn, args.faces, args.model, n, args.batch_size, args.repeat, args.verbose))
+        for master in re.split(r",(?![^\[]*\])", args.masters):  # commas inside [...] belong to the master
+            results[master] = bench_spark(dsn, args.faces, args.model, master, args.batch_size, args.repeat, args.verbose)
         if args.in_database:
             bench_in_database(dsn, args.faces, args.model, args.batch_size)
-        for n, speed in results.items():
-            print(f"median, {n} executor(s): {speed:.1f} images/s")
+        base = statistics.median(r.images_per_second for r in next(iter(results.values())))
+        for master, runs in results.items():
+            speed = statistics.median(r.images_per_second for r in runs)
+            print(f"median, {master}: {speed:.1f} images/s ({speed / base:.2f}x the first); CPU "
+                  f"{statistics.median(r.tree_ms for r in runs):.0f} ms per image over the executors' process trees, "
+                  f"{statistics.median(r.python_ms for r in runs):.0f} ms in the Python workers")
     finally:
         if cluster is not None:
             cluster.stop()

@@ -172,37 +172,133 @@ def _models_quantize(conn: psycopg.Connection[Any], args: argparse.Namespace) ->
           f"{size / 1e6:.1f} MB (float32: {base_size / 1e6:.1f} MB)")
 
 
+class CliError(Exception):
+    """A failure the CLI reports as its own lines (``imgfeat: message``, then indented details); exit status 1."""
+
+    def __init__(self, message: str, *details: str | None) -> None:
+        super().__init__(message)
+        self.lines = [message, *(d for d in details if d)]
+
+
+def _spark_log_path() -> Path:
+    """A new file for the driver JVM's output: ``$XDG_STATE_HOME/imgfeat/spark`` (else
+    ``~/.local/state/imgfeat/spark``)/``driver-<time>-<pid>.log``; the 20 newest are kept."""
+    import os
+    import time
+
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "imgfeat" / "spark"
+    base.mkdir(parents=True, exist_ok=True)
+    for old in sorted(base.glob("driver-*.log"))[:-19]:
+        old.unlink(missing_ok=True)
+    return base / f"driver-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+def _jvm_failure(exc: BaseException) -> CliError | None:
+    """The one-line report of a driver JVM that died (or of a Spark job that failed), or None
+    for anything else."""
+    from .spark import driver_jvm
+
+    lost = isinstance(exc, (ConnectionError, EOFError)) or type(exc).__name__ == "Py4JNetworkError"
+    pid, status, log = driver_jvm(wait=10.0 if lost else 0.0)
+    where = f"; its log: {log}" if log else ""
+    if status is not None:
+        how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        return CliError(f"Spark's driver JVM (pid {pid}) died during the job ({how}){where}")
+    name = type(exc).__name__
+    if name.startswith("Py4J") or type(exc).__module__.startswith(("py4j", "pyspark")):
+        text = str(exc).strip()
+        # the root cause of a failed Spark job: the last "Error: message" line a Python
+        # worker or the JVM reported (tracebacks and stack frames are left in the log)
+        causes = re.findall(r"^(?:[\w.]+(?:Error|Exception)): (.+)$", text, flags=re.M)
+        cause = causes[-1] if causes else text.splitlines()[0] if text else name
+        log_hint = f"Spark's log: {log}" if log else None
+        return CliError(f"the Spark job failed: {cause.strip()}", log_hint)
+    return None
+
+
 def _spark_featurize(conn: None, args: argparse.Namespace) -> None:
     """``imgfeat spark featurize``: :func:`imgfeat_loader.spark.featurize_spark` in a session it
     creates (stopped at the end) or in the active one (left running)."""
     try:
         from pyspark.sql import SparkSession
     except ModuleNotFoundError:
-        raise SystemExit(f"{PREFIX}pyspark is not installed: pip install '/path/to/imgfeat[spark]' from a checkout "
-                         "(make dev does it here), and Java 17+") from None
+        raise CliError("pyspark is not installed",
+                       "pip install '/path/to/imgfeat[spark]' from a checkout (make dev does it here), and Java 17+") from None
 
-    from .spark import featurize_spark, spark_session
+    from imgfeat.core.errors import ImgfeatError
+
+    from . import db
+    from .spark import _submitted, check_executors_reach, driver_jvm, featurize_spark, spark_session
 
     conf = {}
     for item in args.conf:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--conf expects KEY=VALUE, not {item!r}")
+            raise CliError(f"--conf expects KEY=VALUE, not {item!r}")
         conf[key] = value
+    if args.intra_op_threads > 1:
+        conf.setdefault("spark.task.cpus", str(args.intra_op_threads))
+    if args.master and (args.target or args.table):  # refuse before starting a JVM
+        with db.connect(args.dsn) as c:
+            check_executors_reach(args.master, c.info.host, c.info.hostaddr or None, args.jdbc_url)
     active = SparkSession.getActiveSession()
-    spark = spark_session(args.master, jdbc_jar=args.jdbc_jar or "default", conf=conf)
+    log = None if active is not None or _submitted() else _spark_log_path()
+    try:
+        spark = spark_session(args.master, jdbc_jar=args.jdbc_jar or "default", conf=conf, python=args.python,
+                              jvm_log=log, log_level="WARN" if log else "ERROR")
+    except ImgfeatError:
+        raise
+    except Exception as exc:  # the JVM did not start
+        raise CliError(f"Spark's driver JVM did not start: {str(exc).strip().splitlines()[0]}",
+                       f"its log: {log}" if log else None) from None
     try:
         report = featurize_spark(
             spark, args.dsn, args.model, files=args.files, table=args.table, id_column=args.id_column,
             image_column=args.image_column, target=args.target, parquet=args.parquet, partitions=args.partitions,
             batch_size=args.batch_size, on_error=args.on_error, reader=args.reader, jdbc_url=args.jdbc_url,
+            intra_op_threads=args.intra_op_threads,
         )
+    except ImgfeatError:
+        raise  # main() prints it in the CLI's words (cli_words)
+    except Exception as exc:
+        failure = _jvm_failure(exc)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
-        if active is None:
+        if active is None and driver_jvm()[1] is None:
             spark.stop()
     for f in report.failures:
         print(f"imgfeat: failed: {f.id}: {f.message}", file=sys.stderr)
+    if report.failed > len(report.failures):
+        print(f"imgfeat: ... and {report.failed - len(report.failures)} more failures", file=sys.stderr)
     print(report.summary())
+
+
+def _spark_pack(conn: None, args: argparse.Namespace) -> None:
+    """``imgfeat spark pack``: build (or find) the executors' packed environment and print its
+    path, or with ``--spark-submit`` the spark-submit options that use it."""
+    from .spark import default_jdbc_jar
+    from .spark_env import executor_archive
+
+    archive = executor_archive(Path(args.cache) if args.cache else None)
+    if not args.spark_submit:
+        print(archive)
+        return
+    import shlex
+
+    from . import spark_app
+
+    options = ["--archives", f"{archive}#env", "--conf", "spark.pyspark.python=./env/bin/python",
+               "--conf", f"spark.pyspark.driver.python={sys.executable}"]
+    jar = default_jdbc_jar()
+    if jar:
+        options += ["--jars", jar]
+    words = [*options, str(Path(spark_app.__file__).resolve())]
+    if any(re.search(r"\s", w) for w in words):  # $(...) splits on white space and keeps quotes
+        raise CliError("a path holds white space, so the options cannot be used as $(imgfeat spark pack --spark-submit)",
+                       shlex.join(words))
+    print(" ".join(words))
 
 
 def _add_spark_parser(sub: Any) -> None:
@@ -217,15 +313,26 @@ def _add_spark_parser(sub: Any) -> None:
     fz.add_argument("--model", default="resnet18", help="registered model name (default resnet18)")
     fz.add_argument("--id-column", default="id", help="id column of --table (default id)")
     fz.add_argument("--image-column", default="image", help="bytea image column of --table (default image)")
-    fz.add_argument("--master", help="Spark master URL (default: spark-submit's or local[*])")
+    fz.add_argument("--master", help="Spark master URL (default: spark-submit's --master, else local[*])")
     fz.add_argument("--partitions", type=int, help="Spark partitions (default: automatic)")
     fz.add_argument("--batch-size", type=int, default=32, help="images per model run and per commit (default 32)")
     fz.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="a bad image stops (default) or is skipped")
+    fz.add_argument("--intra-op-threads", type=int, default=1, metavar="N",
+                    help="onnxruntime threads per task (default 1); also sets spark.task.cpus unless --conf does")
     fz.add_argument("--reader", choices=("auto", "jdbc", "psycopg"), default="auto", help="how --table is read")
+    fz.add_argument("--python", choices=("auto", "archive", "driver"), default="auto",
+                    help="the executors' Python: archive (this environment packed and shipped), driver (this "
+                         "interpreter: executors on this machine only); auto: spark.pyspark.python if set, else "
+                         "driver for a local master, else archive")
     fz.add_argument("--jdbc-jar", metavar="JAR", help="PostgreSQL JDBC driver (default $IMGFEAT_JDBC_JAR or Debian's)")
     fz.add_argument("--jdbc-url", metavar="URL", help="jdbc:postgresql://host:port/db when not derivable from the DSN")
     fz.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting (repeatable)")
     fz.set_defaults(func=_spark_featurize, needs_db=lambda a: False)
+    pk = sp.add_parser("pack", help="build the executors' packed Python environment (cached) and print its path")
+    pk.add_argument("--spark-submit", action="store_true",
+                    help="print the spark-submit options that ship it, and the application to run, instead")
+    pk.add_argument("--cache", metavar="DIR", help="where archives are kept (default $XDG_CACHE_HOME/imgfeat/spark-env)")
+    pk.set_defaults(func=_spark_pack, needs_db=lambda a: False)
 
 
 def _featurize(conn: None, args: argparse.Namespace) -> None:
@@ -427,13 +534,15 @@ def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return {opt: action for action in parser._actions for opt in action.option_strings}
 
 
-_ARGUMENT = re.compile(r"\b([a-z][a-z0-9_]*) => (true|false|'(?:[^']|'')*'|<[^>]*>|[^\s,;.)]+)")
+# SQL's named notation (``on_error => 'skip'``) and the Python API's keywords (``on_error='skip'``)
+_ARGUMENT = re.compile(r"\b([a-z][a-z0-9_]*)(?: => |=)(true|false|'(?:[^']|'')*'|<[^>]*>|[^\s,;)]*[^\s,;.)])")
 _SQL_NAME = re.compile(r"\b([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\b")
 
 
 def cli_words(text: str, parser: argparse.ArgumentParser, args: argparse.Namespace, *, names: bool = True) -> str:
     """A message, detail or hint the server wrote for SQL users, in the words of the subcommand
-    that ran: ``replace => true`` -> ``--replace``, ``on_error => 'skip'`` -> ``--on-error skip``,
+    that ran: ``replace => true`` -> ``--replace``, ``on_error => 'skip'`` or ``on_error='skip'``
+    -> ``--on-error skip``,
     and (``names``) ``batch_size`` -> ``--batch-size``, for the options this subcommand has; SQL calls
     that have a command of their own become that command. What has no CLI counterpart stays as it is."""
     options = _options(parser)
@@ -521,6 +630,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except CliError as exc:
+        print(f"{PREFIX}{exc.lines[0]}", file=sys.stderr)
+        for extra in exc.lines[1:]:
+            print(f"  {extra}", file=sys.stderr)
         return 1
     except Exception as exc:
         lines = error_lines(exc, parser, args)

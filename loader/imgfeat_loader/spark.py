@@ -27,6 +27,7 @@ the DSN must reach the server from every executor.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 import os
@@ -36,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import psycopg
 from psycopg import sql
@@ -52,7 +53,9 @@ from .spark_job import (
     JobSpec,
     PartitionSummary,
     failure_error,
+    id_order,
     read_table_range,
+    sentences,
     verify_model_bytes,
     write_partition,
 )
@@ -65,10 +68,13 @@ DEBIAN_JDBC_JAR = "/usr/share/java/postgresql.jar"
 
 JDBC_DRIVER = "org.postgresql.Driver"
 READERS = ("auto", "jdbc", "psycopg")
+PYTHONS = ("auto", "archive", "driver")
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 PARTITIONS_PER_CORE = 4
 """Default partitions per executor core: small enough tasks to balance load and to lose
 little work on an interruption, large enough to amortise a connection per partition."""
+
+_LOCAL_MASTER = re.compile(r"^local(\[[^\]]*\]|-cluster\[[^\]]*\])?$")
 
 # --------------------------------------------------------------------------- session
 
@@ -81,6 +87,31 @@ def default_jdbc_jar() -> str | None:
     return DEBIAN_JDBC_JAR if Path(DEBIAN_JDBC_JAR).exists() else None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, without port) is this machine's loopback:
+    ``localhost``, 127.0.0.0/8 or ::1. Names are not resolved."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def master_is_local(master: str) -> bool:
+    """Whether every executor of ``master`` runs on this machine: ``local``, ``local[N]``,
+    ``local-cluster[...]``, or a standalone master on the loopback (``spark://127.0.0.1:7077``:
+    a master listening on the loopback accepts workers of this machine only)."""
+    master = master.strip()
+    if _LOCAL_MASTER.match(master):
+        return True
+    if master.startswith("spark://"):
+        hosts = [urlsplit("spark://" + hp).hostname or "" for hp in master[len("spark://"):].split(",")]
+        return all(is_loopback(h) for h in hosts)
+    return False
+
+
 def _package_roots() -> list[str]:
     """The directories holding the ``imgfeat`` and ``imgfeat_loader`` packages."""
     import imgfeat
@@ -90,6 +121,11 @@ def _package_roots() -> list[str]:
     return list(dict.fromkeys(str(Path(m.__file__).resolve().parents[1]) for m in (imgfeat, imgfeat_loader)))  # type: ignore[arg-type]
 
 
+def _submitted() -> bool:
+    """Whether spark-submit started this Python (and its JVM, with its configuration)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def spark_session(
     master: str | None = None,
     *,
@@ -97,48 +133,138 @@ def spark_session(
     jdbc_jar: str | None = "default",
     conf: dict[str, str] | None = None,
     log_level: str = "ERROR",
+    python: str = "auto",
+    jvm_log: str | Path | None = None,
+    archive_cache: Path | None = None,
 ) -> SparkSession:
     """A SparkSession set up for :func:`featurize_spark` (or the active one, if any).
 
     Args:
-        master: ``local[*]``, ``local-cluster[2,1,1024]``, ``spark://host:7077``, ``yarn``...;
-            None leaves it to spark-submit / ``spark-defaults.conf`` (``local[*]`` if unset).
+        master: ``local[*]``, ``local-cluster[2,1,1024]``, ``spark://host:7077``, ``yarn``,
+            ``k8s://...``; None leaves it to spark-submit (``--master``), else ``local[*]``.
         jdbc_jar: the PostgreSQL JDBC driver jar for the JDBC reader (``"default"``:
-            :func:`default_jdbc_jar`; None: none, the psycopg reader is used).
-        conf: more Spark settings, applied last.
+            :func:`default_jdbc_jar`; None: none, the psycopg reader is used). Put on the
+            classpath when this call starts the JVM; under spark-submit, pass ``--jars`` to it
+            instead (the driver's classpath is fixed when its JVM starts).
+        conf: more Spark settings, applied last (they win).
         log_level: the driver's log level.
+        python: the executors' Python. ``archive``: the packed environment of
+            :func:`imgfeat_loader.spark_env.executor_archive` (built from this one, cached by
+            content) shipped with ``spark.archives`` as ``env`` and run as ``./env/bin/python``;
+            ``driver``: this interpreter and the imgfeat packages' directories (only where every
+            executor sees this machine's file system); ``auto``: what ``spark.pyspark.python``
+            says if it is set (spark-submit's ``--conf``, ``conf``), else ``driver`` for a master
+            whose executors all run on this machine (:func:`master_is_local`), else ``archive``.
+        jvm_log: when this call starts the driver JVM, its output (Spark's log, the JVM's own
+            messages) goes to this file instead of the terminal.
+        archive_cache: where packed environments are kept (default
+            :func:`imgfeat_loader.spark_env.cache_directory`).
 
-    Sets ``spark.pyspark.python`` to this interpreter and ``spark.executorEnv.PYTHONPATH``
-    to the directories of the imgfeat packages: right when the executors share this
-    machine's file system (local modes, NFS); on a real cluster install imgfeat (and
-    onnxruntime, Pillow, numpy, psycopg) into the executors' Python instead.
+    Raises:
+        InvalidParameterError: ``python`` is not one of ``auto``, ``archive``, ``driver``.
+        ConfigurationError: ``archive`` needs a package the driver's environment lacks.
     """
+    from pyspark import SparkConf
+    from pyspark.core.context import SparkContext
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.appName(app_name)
-    if master:
-        builder = builder.master(master)
-    python = sys.executable
-    paths = _package_roots() + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if python not in PYTHONS:
+        raise InvalidParameterError(f"python must be one of {', '.join(PYTHONS)}, not {python!r}")
+    user = dict(conf or {})
+    existing: dict[str, str] = {}
+    if _submitted():
+        SparkContext._ensure_initialized()  # the JVM spark-submit started: its settings are known
+        existing = dict(SparkConf().getAll())
+    effective = master or user.get("spark.master") or existing.get("spark.master") or "local[*]"
+    local = master_is_local(effective)
     settings = {
-        "spark.pyspark.python": python,
-        "spark.pyspark.driver.python": python,
-        "spark.executorEnv.PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)),
         "spark.ui.showConsoleProgress": "false",
         # A glob over many files expands to many root paths; listing them in a Spark job
         # (the default past 32 paths) costs a stage of tiny tasks for no gain.
         "spark.sql.sources.parallelPartitionDiscovery.threshold": "1000000",
     }
+    if local:  # nothing outside this machine needs to reach the driver
+        settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+    configured = user.get("spark.pyspark.python") or existing.get("spark.pyspark.python")
+    choice = python if python != "auto" else ("configured" if configured else "driver" if local else "archive")
+    if choice == "driver":
+        paths = _package_roots() + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        settings["spark.pyspark.python"] = sys.executable
+        settings["spark.executorEnv.PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    elif choice == "archive":
+        from .spark_env import executor_archive
+
+        archive = f"{executor_archive(archive_cache)}#env"
+        others = user.get("spark.archives") or existing.get("spark.archives")
+        settings["spark.archives"] = f"{others},{archive}" if others else archive
+        settings["spark.pyspark.python"] = "./env/bin/python"
     jar = default_jdbc_jar() if jdbc_jar == "default" else jdbc_jar
     if jar:
-        settings["spark.jars"] = jar
-    settings.update(conf or {})
-    os.environ.setdefault("PYSPARK_PYTHON", python)
+        others = user.get("spark.jars") or existing.get("spark.jars")
+        settings["spark.jars"] = f"{others},{jar}" if others and jar not in others.split(",") else (others or jar)
+    settings.update(user)
+    if settings.get("spark.pyspark.python") or configured:
+        # PySpark's RDD functions run with $PYSPARK_PYTHON of the driver at context creation
+        # (spark-submit sets it from spark.pyspark.python; a plain Python driver must).
+        os.environ["PYSPARK_PYTHON"] = settings.get("spark.pyspark.python") or configured  # type: ignore[assignment]
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
     for key, value in settings.items():
         builder = builder.config(key, value)
+    if SparkContext._gateway is None and not _submitted() and jvm_log is not None:
+        _launch_jvm(SparkConf().setAll(list(settings.items())).setAppName(app_name).setMaster(effective), Path(jvm_log))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(log_level)
     return spark
+
+
+def _launch_jvm(conf: Any, log: Path) -> None:
+    """Start the driver JVM (PySpark's ``launch_gateway``) with its output in ``log``."""
+    import subprocess
+
+    from pyspark.core.context import SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        gateway = launch_gateway(conf, popen_kwargs={"stdout": out, "stderr": subprocess.STDOUT})
+    SparkContext._ensure_initialized(gateway=gateway)
+    _JVM_LOG[0] = log
+
+
+_JVM_LOG: list[Path | None] = [None]
+
+
+def driver_jvm(wait: float = 0.0) -> tuple[int | None, int | None, Path | None]:
+    """The driver JVM that this process started: ``(pid, exit status or None while it runs,
+    its log file or None)``; ``(None, None, None)`` when no JVM was started here (none yet, or
+    spark-submit's). ``wait``: seconds to wait for it to exit (after its connection broke,
+    the process may still be ending)."""
+    import subprocess
+
+    from pyspark.core.context import SparkContext
+
+    proc = getattr(SparkContext._gateway, "proc", None)
+    if proc is None:
+        return None, None, None
+    try:
+        status = proc.wait(timeout=wait) if wait > 0 else proc.poll()
+    except subprocess.TimeoutExpired:
+        status = None
+    return proc.pid, status, _JVM_LOG[0]
+
+
+def jdbc_driver_loaded(spark: SparkSession) -> bool:
+    """Whether the driver JVM can load the PostgreSQL JDBC driver (org.postgresql.Driver)."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    try:
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        jvm.java.lang.Class.forName(JDBC_DRIVER, False, loader)
+    except Exception:  # py4j raises Py4JJavaError (ClassNotFoundException)
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- database side
@@ -193,6 +319,37 @@ def jdbc_options(conn: psycopg.Connection[Any], url: str | None = None) -> dict[
     return opts
 
 
+def check_executors_reach(master: str, host: str | None, hostaddr: str | None = None, jdbc_url: str | None = None) -> None:
+    """Refuse to send executors a database address that only this machine can use.
+
+    When ``master`` runs executors on other machines (:func:`master_is_local` is false), a
+    Unix socket (``host`` a directory, or empty: libpq's default socket) or a loopback
+    address (``localhost``, 127.0.0.1, ::1: in ``host``, ``hostaddr`` or the JDBC URL) would
+    reach each executor's own machine, not the database server.
+
+    Raises:
+        InvalidParameterError: such an address with a master that is not local.
+    """
+    if master_is_local(master):
+        return
+    where = None
+    if not host or host.startswith(("/", "@")):
+        where = f"the Unix socket in {host}" if host else "libpq's default Unix socket"
+    elif is_loopback(host) or (hostaddr and is_loopback(hostaddr)):
+        where = f"{hostaddr if hostaddr and is_loopback(hostaddr) else host}, the machine each executor runs on,"
+    elif jdbc_url:
+        jdbc_host = urlsplit(jdbc_url.removeprefix("jdbc:")).hostname or ""
+        if is_loopback(jdbc_host):
+            where = f"the JDBC URL's {jdbc_host}, the machine each executor runs on,"
+    if where:
+        raise InvalidParameterError(
+            f"the Spark executors would reach the database through {where} but the master {master} "
+            "runs them on other machines",
+            hint="Connect with the database server's network address, reachable from every executor "
+                 "(a DSN with host=db.example.com).",
+        )
+
+
 @dataclass(frozen=True)
 class SourceTable:
     """A source table: OID, quoted name, quoted id and image columns, id SQL type."""
@@ -240,10 +397,14 @@ def prepare_target(conn: psycopg.Connection[Any], target: str, id_type: str) -> 
 
 
 def file_id(path: str) -> str:
-    """The id of a file read by Spark: a ``file:`` URI becomes the plain local path
-    (``file:/data/a%20b.png`` -> ``/data/a b.png``); other URIs (``hdfs://``, ``s3a://``) stay as they are."""
+    """The id of a file read by Spark: its ``path`` column without the ``file:`` scheme
+    (``file:/data/a b.png`` -> ``/data/a b.png``; Spark spells local paths as Hadoop does, not
+    percent-encoded); other URIs (``hdfs://``, ``s3a://``) stay as they are."""
     if path.startswith("file:"):
-        return unquote(urlsplit(path).path)
+        rest = path[len("file:"):]
+        if rest.startswith("//"):  # file://[authority]/path
+            rest = "/" + rest[2:].partition("/")[2]
+        return rest
     return path
 
 
@@ -267,18 +428,33 @@ class SparkReport:
     partition_seconds: list[tuple[int, float, float]] = field(default_factory=list)
     """Per partition written to PostgreSQL: (Python worker pid, seconds, of which model loading)."""
     cpu_seconds: float = 0.0
-    """CPU time of the executors' Python workers, summed over the partitions (PostgreSQL targets)."""
+    """CPU time of the executors' whole process trees (executor JVM, PySpark daemon, Python
+    workers) from their first partition's start to their last one's end, summed over executors."""
+    python_cpu_seconds: float = 0.0
+    """Of which the Python workers' own CPU time within the partitions (decoding, onnxruntime, writing)."""
+    executors: int = 0
+    """Executors that ran partitions of the job."""
 
     @property
     def images_per_second(self) -> float:
         return self.featurized / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def cpu_per_image(self) -> float | None:
+        """CPU seconds per featurized image over the executors' process trees (None: nothing featurized or measured)."""
+        return self.cpu_seconds / self.featurized if self.featurized and self.cpu_seconds > 0 else None
+
     def summary(self) -> str:
-        return (
+        text = (
             f"featurized {self.featurized} images from {self.source} into {self.target} with {self.model_name} "
             f"({self.already_done} already done, {self.failed} failed) in {self.partitions} partitions, "
             f"{self.seconds:.1f} s, {self.images_per_second:.1f} images/s"
         )
+        if self.cpu_per_image is not None:
+            text += (f"; CPU {1000 * self.cpu_per_image:.0f} ms per image over {self.executors} executor "
+                     f"process tree{'s' if self.executors != 1 else ''} (JVM and Python workers; "
+                     f"Python workers alone {1000 * self.python_cpu_seconds / self.featurized:.0f} ms)")
+        return text
 
 
 def featurize_spark(
@@ -348,11 +524,17 @@ def featurize_spark(
     if partitions is not None and partitions < 1:
         raise InvalidParameterError(f"partitions must be positive, not {partitions}")
 
+    if intra_op_threads < 1:
+        raise InvalidParameterError(f"intra_op_threads must be positive, not {intra_op_threads}")
+
+    master = spark.sparkContext.master
     with db.connect(dsn) as conn:
         info, model_bytes = fetch_model(conn, model_name)
         src = source_table(conn, table, id_column, image_column) if table is not None else None
         id_type = src.id_type if src is not None else "text"
         quoted_target = prepare_target(conn, target, id_type) if target is not None else None
+        if target is not None or src is not None:  # the executors connect to the database
+            check_executors_reach(master, conn.info.host, conn.info.hostaddr or None, jdbc_url)
         spec = JobSpec(
             model_name=model_name, info=info, batch_size=batch_size, on_error=on_error,
             dsn=executor_dsn(conn), target=quoted_target, id_type=id_type,
@@ -385,10 +567,14 @@ def featurize_spark(
     rows: Any  # an RDD of (id, image bytes or None)
     try:
         if files is not None:
-            df = spark.read.format("binaryFile").load(files).select("path", "content")
+            df = spark.read.format("binaryFile").load(files)
+            empty = empty_files(spark, df)
+            df = df.select("path", "content")
             if partitions:
                 df = df.repartition(partitions)
             rows = df.rdd.map(lambda r: (file_id(r[0]), bytes(r[1])))
+            if empty:  # Spark's file sources skip zero-byte files: they fail like any undecodable image
+                rows = rows.union(sc.parallelize([(file_id(p), b"") for p in empty], 1))
         elif report.reader == "jdbc":
             assert src is not None and jdbc is not None
             df = (
@@ -418,27 +604,68 @@ def featurize_spark(
                            integer_ids=src is not None and src.id_type in INTEGER_TYPES)
     finally:
         report.seconds = time.perf_counter() - started
-        broadcast.destroy(blocking=False)
+        if driver_jvm()[1] is None:  # not when the JVM is gone: there is nothing left to release
+            broadcast.destroy(blocking=False)
     return report
 
 
+def empty_files(spark: SparkSession, df: Any) -> list[str]:
+    """The zero-byte files among those a ``binaryFile`` DataFrame lists, as its ``path`` column
+    spells them (Spark's file sources read no row for an empty file).
+
+    Both lists stay in the JVM: the listed files (URIs, percent-encoded) are decoded to
+    Hadoop paths and anti-joined with the paths read (only the ``path`` column is read, not
+    the files' contents); only the empty ones come back to Python.
+    """
+    from pyspark.sql import DataFrame
+    from pyspark.sql import functions as F
+
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    listed_seq = jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(df._jdf.inputFiles())
+    listed = DataFrame(spark._jsparkSession.createDataset(listed_seq, jvm.org.apache.spark.sql.Encoders.STRING()), spark)
+    # URI -> Hadoop path: percent-decoding ('+' is literal in a URI path, not a space),
+    # and file:///x -> file:/x
+    as_path = F.regexp_replace(F.url_decode(F.replace(F.col("value"), F.lit("+"), F.lit("%2B"))), "^file:///", "file:/")
+    listed = listed.select(as_path.alias("path"))
+    return sorted(r[0] for r in listed.join(df.select("path"), "path", "left_anti").collect())
+
+
 def _merge(report: SparkReport, summaries: list[PartitionSummary]) -> None:
-    """Add the partitions' counts to the report; with a stopped partition, raise its failure."""
+    """Add the partitions' counts and CPU to the report; failures in id order; with a stopped
+    partition, raise the failure with the smallest id."""
     stopped: list[Failure] = []
+    trees: dict[str, list[float]] = {}
     for s in summaries:
         report.featurized += s.featurized
         report.already_done += s.already_done
         report.failed += s.failed
         report.partition_seconds.append((s.worker_pid, round(s.seconds, 3), round(s.model_seconds, 3)))
-        report.cpu_seconds += s.cpu_seconds
+        report.python_cpu_seconds += s.cpu_seconds
+        _add_tree_cpu(trees, s.executor, *s.tree_cpu)
         (stopped if s.stopped else report.failures).extend(s.failures)
+    _set_tree_cpu(report, trees)
+    report.failures.sort(key=lambda f: id_order(f.id))
     if stopped:
-        first = min(stopped, key=lambda f: str(f.id))
+        first = min(stopped, key=lambda f: id_order(f.id))
         err = failure_error(first)
         done = (f"{report.featurized} images were featurized and committed before the job stopped "
-                f"({len(stopped)} partition(s) stopped at a failing image)")
-        err.detail = f"{err.detail}; {done}" if err.detail else done
+                f"({len(stopped)} partition{'s' if len(stopped) != 1 else ''} stopped at a failing image)")
+        err.detail = sentences(err.detail, done)
         raise err
+
+
+def _add_tree_cpu(trees: dict[str, list[float]], executor: str, start: float, end: float) -> None:
+    """Widen executor's [first start, last end] CPU reading span."""
+    if not executor:
+        return
+    span = trees.setdefault(executor, [start, end])
+    span[0], span[1] = min(span[0], start), max(span[1], end)
+
+
+def _set_tree_cpu(report: SparkReport, trees: dict[str, list[float]]) -> None:
+    report.executors = len(trees)
+    report.cpu_seconds = sum(end - start for start, end in trees.values())
 
 
 def _write_parquet(
@@ -450,7 +677,7 @@ def _write_parquet(
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from .spark_job import feature_rows
+    from .spark_job import executor_cpu, feature_rows
 
     class ListParam(AccumulatorParam):  # type: ignore[type-arg]
         def zero(self, value: list[Any]) -> list[Any]:
@@ -461,13 +688,16 @@ def _write_parquet(
 
     sc = spark.sparkContext
     failed = sc.accumulator([], ListParam())
+    readings = sc.accumulator([], ListParam())
     done = sc.accumulator(0)
     to_id = int if integer_ids else str
 
     def featurize(it: Any) -> Any:
+        executor, start = executor_cpu()
         for i, name, vec in feature_rows(spec, get_model, it, lambda f: failed.add([f])):
             done.add(1)
             yield to_id(i), name, vec
+        readings.add([(executor, start, executor_cpu()[1])])
 
     schema = T.StructType([
         T.StructField("id", T.LongType() if integer_ids else T.StringType(), False),
@@ -478,17 +708,22 @@ def _write_parquet(
     try:
         out.write.mode(mode).parquet(path)
     except Exception as exc:  # a task raised: surface the imgfeat error it carries, if any
-        found = re.search(r"imgfeat\.errors\.(\w+): (.+)", str(exc))
+        found = re.search(r"imgfeat\.core\.errors\.(\w+): (.+)", str(exc))
         if found:
             from imgfeat.core import errors
 
             cls = getattr(errors, found.group(1), None)
             if isinstance(cls, type) and issubclass(cls, ImgfeatError):
-                raise cls(found.group(2).strip()) from None
+                raise cls(found.group(2).strip(),
+                          hint="Pass on_error='skip' to record failures and go on.") from None
         raise
     report.featurized = done.value
-    report.failures = list(failed.value)
+    report.failures = sorted(failed.value, key=lambda f: id_order(f.id))
     report.failed = len(report.failures)
+    trees: dict[str, list[float]] = {}
+    for executor, start, end in readings.value:
+        _add_tree_cpu(trees, executor, start, end)
+    _set_tree_cpu(report, trees)
 
 
 def _todo_sql(conn: psycopg.Connection[Any], src: SourceTable, target: str | None, model_name: str) -> str:
@@ -507,15 +742,20 @@ def _cores(spark: SparkSession) -> int:
 
 
 def _choose_reader(spark: SparkSession, reader: str, src: SourceTable) -> str:
-    jars = " ".join(spark.sparkContext.getConf().get(k, "") for k in ("spark.jars", "spark.driver.extraClassPath"))
-    has_driver = "postgresql" in jars.lower()
     integer = src.id_type in INTEGER_TYPES
     if reader == "auto":
-        return "jdbc" if has_driver and integer else "psycopg"
+        return "jdbc" if integer and jdbc_driver_loaded(spark) else "psycopg"
     if reader == "jdbc" and not integer:
         raise InvalidParameterError(
             f"the JDBC reader partitions by integer id ranges; {src.quoted} has id type {src.id_type}",
             hint="Use reader='psycopg' (any orderable id type).",
+        )
+    if reader == "jdbc" and not jdbc_driver_loaded(spark):
+        raise InvalidParameterError(
+            "the PostgreSQL JDBC driver (org.postgresql.Driver) is not on the Spark driver's classpath",
+            hint=("Give its jar when the driver JVM starts: jdbc_jar=/usr/share/java/postgresql.jar, or "
+                  "spark-submit --jars /usr/share/java/postgresql.jar (settings made later do not reach the "
+                  "driver's classpath); or use reader='psycopg'."),
         )
     return reader
 

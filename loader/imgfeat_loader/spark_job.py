@@ -117,11 +117,43 @@ class PartitionSummary:
     cpu_seconds: float = 0.0
     """CPU time of the Python worker for the partition (user + system, all its threads)."""
     worker_pid: int = 0
+    executor: str = ""
+    """The executor process this partition ran in, ``host:pid`` (see :func:`executor_cpu`)."""
+    tree_cpu: tuple[float, float] = (0.0, 0.0)
+    """CPU seconds of the executor's whole process tree when the partition started and ended."""
 
     def add_failure(self, failure: Failure) -> None:
         self.failed += 1
         if len(self.failures) < MAX_REPORTED_FAILURES:
             self.failures.append(failure)
+
+
+def executor_cpu() -> tuple[str, float]:
+    """The executor this Python worker serves and the CPU its whole process tree has used.
+
+    The executor is the nearest ``java`` ancestor of this process (PySpark's Python workers
+    are forked by a daemon the executor JVM starts; in local mode the JVM is the driver's),
+    else this process. Its tree is the JVM, the PySpark daemon, every Python worker and any
+    other descendant: user + system CPU of the live ones plus what their exited, reaped
+    children used (so the figure only grows).
+
+    Returns:
+        ``("host:pid", cpu_seconds)``.
+    """
+    import socket
+
+    import psutil
+
+    me = psutil.Process()
+    root = next((p for p in me.parents() if p.name() == "java"), me)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:  # exited meanwhile: its parent's children_* will count it
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return f"{socket.gethostname()}:{root.pid}", total
 
 
 def verify_model_bytes(info: ModelInfo, data: bytes | None) -> bytes:
@@ -276,6 +308,7 @@ def write_partition(
     """
     started, cpu = time.perf_counter(), time.process_time()
     summary = PartitionSummary(worker_pid=os.getpid())
+    summary.executor, tree_start = executor_cpu()
     writer: _Writer | None = None
     model = None
     try:
@@ -305,6 +338,7 @@ def write_partition(
             writer.close()
         summary.seconds = time.perf_counter() - started
         summary.cpu_seconds = time.process_time() - cpu
+        summary.tree_cpu = (tree_start, executor_cpu()[1])
     return summary
 
 
@@ -344,8 +378,27 @@ def failure_error(f: Failure) -> ImgfeatError:
     return cls(
         f"image id={f.id} could not be featurized: {f.message}",
         detail=f.detail,
-        hint=(f.hint + " " if f.hint else "") + "Pass on_error='skip' to record failures and go on.",
+        hint=sentences(f.hint, "Pass on_error='skip' to record failures and go on."),
     )
+
+
+def sentences(*parts: str | None) -> str:
+    """The non-empty ``parts`` joined as sentences: each ends with a full stop (unless it ends
+    with ``.``, ``!``, ``?`` or ``:``), separated by one space."""
+    out = []
+    for p in parts:
+        p = (p or "").strip()
+        if p:
+            out.append(p if p[-1] in ".!?:" else p + ".")
+    return " ".join(out)
+
+
+def id_order(value: Any) -> tuple[int, Any]:
+    """A sort key giving the id column's order: integers numerically (1, 50, 1000), anything
+    else as text (file paths, text ids)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (0, value)
+    return (1, str(value))
 
 
 def read_table_range(

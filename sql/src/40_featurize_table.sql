@@ -21,7 +21,7 @@ CREATE TABLE imgfeat.featurize_errors (
     failed_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     target       regclass
 );
-CREATE INDEX ON imgfeat.featurize_errors (source, model_name, id);
+ALTER TABLE imgfeat.featurize_errors ADD CONSTRAINT featurize_errors_key UNIQUE NULLS NOT DISTINCT (source, model_name, id, target);
 COMMENT ON TABLE imgfeat.featurize_errors IS
 'Images that CALL imgfeat.featurize(..., on_error => ''skip'') (or imgfeat spark featurize --on-error skip) could not featurize: the source table, the target table, the row''s id as text, the model, the error class (e.g. image_decode_error, image_too_large_error, file_access_error) and a message a person can act on. One row per (source, target, model, id): the latest failure; removed when a later run featurizes that id. Visible to the roles that may read the source; written only by imgfeat''s jobs.';
 COMMENT ON COLUMN imgfeat.featurize_errors.target IS 'The job''s target table (NULL for failures recorded before imgfeat 0.3.0).';
@@ -151,13 +151,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM imgfeat_internal.clear_errors(source, target, model_name, ids);  -- checks the caller's rights
-    INSERT INTO imgfeat.featurize_errors (source, target, id, model_name, error_class, message)
-    SELECT record_errors.source, record_errors.target, f.id, record_errors.model_name, f.error_class, f.message
-      FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(error_classes), pg_catalog.unnest(messages)) AS f(id, error_class, message);
+    -- one row per (source, target, model, id), enforced by featurize_errors_key even when
+    -- jobs on the same ids run at once (Spark retries a task while the first try still writes)
+    INSERT INTO imgfeat.featurize_errors AS e (source, target, id, model_name, error_class, message)
+    SELECT DISTINCT ON (f.id) record_errors.source, record_errors.target, f.id, record_errors.model_name,
+           f.error_class, f.message
+      FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(error_classes), pg_catalog.unnest(messages))
+           WITH ORDINALITY AS f(id, error_class, message, n)
+     ORDER BY f.id, f.n DESC
+    ON CONFLICT ON CONSTRAINT featurize_errors_key DO UPDATE
+       SET error_class = excluded.error_class, message = excluded.message, failed_at = excluded.failed_at;
 END
 $$;
 COMMENT ON FUNCTION imgfeat_internal.record_errors(regclass, regclass, text, text[], text[], text[]) IS
-'Internal. Records the failures of a featurize job (one row per id: the latest), for a caller that may run the job.';
+'Internal. Records the failures of a featurize job (one row per source, target, model and id: the latest), for a caller that may run the job.';
 
 CREATE FUNCTION imgfeat_internal.clear_errors(source regclass, target regclass, model_name text, ids text[]) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER

@@ -185,6 +185,51 @@ def test_errors_and_jobs_are_visible_to_who_can_read_the_source(
     assert alice.execute("SELECT count(*) FROM imgfeat.featurize_progress WHERE target LIKE '%alice_only%'").fetchone()[0] >= 2  # type: ignore[index]
 
 
+def test_concurrent_failure_records_keep_one_row_per_id(
+    alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], conn: psycopg.Connection[Any], dsn: str, resnet18: str
+) -> None:
+    """Two jobs of an analyst (Spark retries a task while its first try still writes) record a
+    failure of the same id at once: featurize_errors keeps one row, the later one, written by
+    imgfeat's own SECURITY DEFINER writer; another analyst cannot overwrite it."""
+    import threading
+
+    conn.execute("DROP TABLE IF EXISTS public.alice_race, public.alice_race_out")
+    conn.execute("CREATE TABLE public.alice_race (id int PRIMARY KEY, image bytea)")
+    conn.execute("CREATE TABLE public.alice_race_out (id int, model_name text, features real[])")
+    conn.execute("GRANT SELECT ON public.alice_race TO imgfeat_test_alice")
+    conn.execute("GRANT INSERT ON public.alice_race_out TO imgfeat_test_alice")
+    record = ("SELECT imgfeat_internal.record_errors('public.alice_race', 'public.alice_race_out', %s, "
+              "ARRAY['7', '7'], ARRAY['image_decode_error', 'image_decode_error'], ARRAY[%s, %s])")
+    with connect_as(dsn, "imgfeat_test_alice") as first:
+        with first.transaction():
+            first.execute(record, (resnet18, "first try (a)", "first try"))  # duplicates in one call: the last wins
+            blocked: list[BaseException] = []
+
+            def second_try() -> None:
+                try:
+                    alice.execute(record, (resnet18, "retry (a)", "retry"))
+                except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                    blocked.append(exc)
+
+            worker = threading.Thread(target=second_try)
+            worker.start()
+            pid = alice.info.backend_pid
+            for _ in range(600):  # until the retry waits on the first try's uncommitted row
+                if conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == ("Lock",):
+                    break
+                worker.join(0.1)
+            else:
+                pytest.fail("the retry never waited for the first try's row")
+        worker.join()
+    assert blocked == []
+    rows = conn.execute("SELECT target::text, id, message FROM imgfeat.featurize_errors "
+                        "WHERE source = 'public.alice_race'::regclass").fetchall()
+    assert rows == [("alice_race_out", "7", "retry")]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):  # bob may not read the source
+        bob.execute(record, (resnet18, "forged", "forged"))
+    assert conn.execute("SELECT message FROM imgfeat.featurize_errors WHERE source = 'public.alice_race'::regclass").fetchall() == [("retry",)]
+
+
 def test_trained_by_cannot_be_forged(alice: psycopg.Connection[Any], tiny_features: str) -> None:
     alice.execute("SELECT imgfeat.drop_classifier('alice_forge')")
     alice.execute(f"CALL imgfeat.train_logistic_regression('alice_forge', '{tiny_features}')")

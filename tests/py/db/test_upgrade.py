@@ -124,7 +124,13 @@ def test_every_upgrade_path(server_dsn: str, dsn: str, resnet18: str, trained: s
                 assert _copy_rows(cur_db, c, "imgfeat.models", "name = %s", (resnet18,)) == 1
                 assert _copy_rows(cur_db, c, "imgfeat.model_chunks", "model_name = %s", (resnet18,)) >= 1
                 assert _copy_rows(cur_db, c, "imgfeat.classifiers", "name = %s", (trained,)) == 1
+                # failures as Spark jobs of earlier releases left them: several rows for one id
+                c.execute("CREATE TABLE public.upgrade_src (id int PRIMARY KEY, image bytea)")
+                c.execute("INSERT INTO imgfeat.featurize_errors (source, id, model_name, error_class, message, failed_at) "
+                          "SELECT 'public.upgrade_src', '7', 'resnet18', 'image_decode_error', 'run ' || n, "
+                          "'2025-01-01'::timestamptz + n * interval '1 hour' FROM generate_series(1, 3) n")
                 c.execute("ALTER EXTENSION imgfeat UPDATE")
+                assert c.execute("SELECT id, message FROM imgfeat.featurize_errors").fetchall() == [("7", "run 3")], path
                 assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'imgfeat'").fetchone() == (default,)
                 # the data survived and works with the current library
                 got = np.asarray(c.execute("SELECT imgfeat.featurize_image(%s, %s)", (face_bytes, resnet18)).fetchone()[0], dtype=np.float32)  # type: ignore[index]

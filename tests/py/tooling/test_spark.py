@@ -208,15 +208,23 @@ def test_broken_images_raise_or_skip(
         shutil.copy(p, tmp_path / p.name)
     broken = tmp_path / "zz_broken.pgm"
     broken.write_bytes(b"P5\n128 120\n255\n" + b"\x00" * 100)  # truncated
+    empty = tmp_path / "zz_empty.pgm"  # Spark's file sources read no row for it: it must still fail
+    empty.write_bytes(b"")
     glob = f"{tmp_path}/*.pgm"
     with pytest.raises(ImageDecodeError, match="zz_broken.pgm") as exc:
         featurize_spark(spark, dsn, resnet18, files=glob, target="spark_broken", partitions=1)
     assert "on_error='skip'" in (exc.value.hint or "")
     assert conn.execute("SELECT count(*) FROM spark_broken").fetchone() == (0,)  # the failing batch is not written
     report = featurize_spark(spark, dsn, resnet18, files=glob, target="spark_broken", partitions=1, on_error="skip")
-    assert (report.featurized, report.failed) == (3, 1)
-    assert [(f.id, f.error_class) for f in report.failures] == [(str(broken), "image_decode_error")]
+    assert (report.featurized, report.failed) == (3, 2)
+    assert [(f.id, f.error_class, f.message) for f in report.failures] == [
+        (str(broken), "image_decode_error", report.failures[0].message),
+        (str(empty), "image_decode_error", "image is empty (0 bytes)"),
+    ]
     assert conn.execute("SELECT count(*) FROM spark_broken").fetchone() == (3,)
+    # Parquet output lists it too
+    pq = featurize_spark(spark, dsn, resnet18, files=glob, parquet=str(tmp_path / "out.parquet"), on_error="skip")
+    assert (pq.featurized, [f.id for f in pq.failures]) == (3, [str(broken), str(empty)])
 
     # a table source records failures in imgfeat.featurize_errors, as the database does
     conn.execute("CREATE TABLE spark_bad (id int PRIMARY KEY, image bytea)")
@@ -242,7 +250,8 @@ def test_model_errors(spark: SparkSession, dsn: str, resnet18: str, faces40: lis
 
 
 def test_file_ids() -> None:
-    assert file_id("file:/data/faces/a%20b.pgm") == "/data/faces/a b.pgm"
+    assert file_id("file:/data/faces/a b.pgm") == "/data/faces/a b.pgm"  # Spark's path column is not percent-encoded
+    assert file_id("file:/data/100%25.png") == "/data/100%25.png"
     assert file_id("file:///data/x.png") == "/data/x.png"
     assert file_id("hdfs://nn:8020/imgs/x.png") == "hdfs://nn:8020/imgs/x.png"
 
@@ -254,7 +263,9 @@ def test_cli_spark_featurize(
     rc = main(["--dsn", dsn, "spark", "featurize", "--files", f"{faces40[0].parent}/*.pgm", "--model", resnet18,
                "--target", "spark_cli", "--master", MASTER, "--partitions", "2"])
     assert rc == 0
-    assert f"featurized {N_FACES} images" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"featurized {N_FACES} images" in out
+    assert "ms per image over 2 executor process trees (JVM and Python workers; Python workers alone" in out
     assert worst_diff(features_of(conn, "spark_cli", resnet18), reference) <= TOL
     assert not spark.sparkContext._jsc.sc().isStopped()  # the CLI leaves a session it did not create
     rc = main(["--dsn", dsn, "spark", "featurize", "--table", "spark_nope", "--model", resnet18, "--target", "spark_cli"])
@@ -275,3 +286,95 @@ def test_all_312_faces_equal_in_database(
             copy.write_row((str(p), p.read_bytes()))
     conn.execute("CALL imgfeat.featurize('spark_all_src', 'spark_all_ref', %s, batch_size => 64)", (resnet18,))
     assert worst_diff(features_of(conn, "spark_all", resnet18), features_of(conn, "spark_all_ref", resnet18)) <= TOL
+
+
+def _errors(conn: psycopg.Connection[Any], source: str) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT target::text, id, count(*) FROM imgfeat.featurize_errors WHERE source = %s::regclass "
+        "GROUP BY 1, 2 ORDER BY 1, id::int", (source,)
+    ).fetchall()
+
+
+def test_error_table_one_row_per_source_target_model_id(
+    spark: SparkSession, dsn: str, resnet18: str, faces40: list[Path], conn: psycopg.Connection[Any],
+) -> None:
+    """Spark and in-database jobs, run again and again, keep one featurize_errors row per
+    (source, target, model, id); a later run that featurizes the id removes it."""
+    good = faces40[0].read_bytes()
+    conn.execute("CREATE TABLE spark_err (id int PRIMARY KEY, image bytea)")
+    conn.execute("INSERT INTO spark_err VALUES (1, %s), (5, ''::bytea), (50, 'not an image'::bytea), (1000, NULL)", (good,))
+    for _ in range(3):
+        report = featurize_spark(spark, dsn, resnet18, table="spark_err", target="spark_err_a", on_error="skip",
+                                 partitions=2)
+        assert [f.id for f in report.failures] == [5, 50, 1000]  # in id order, numerically
+    assert _errors(conn, "spark_err") == [("spark_err_a", "5", 1), ("spark_err_a", "50", 1), ("spark_err_a", "1000", 1)]
+    conn.execute("CALL imgfeat.featurize('spark_err', 'spark_err_a', %s, on_error => 'skip')", (resnet18,))
+    conn.execute("CALL imgfeat.featurize('spark_err', 'spark_err_b', %s, on_error => 'skip')", (resnet18,))
+    featurize_spark(spark, dsn, resnet18, table="spark_err", target="spark_err_b", on_error="skip")
+    assert _errors(conn, "spark_err") == [("spark_err_a", "5", 1), ("spark_err_a", "50", 1), ("spark_err_a", "1000", 1),
+                                          ("spark_err_b", "5", 1), ("spark_err_b", "50", 1), ("spark_err_b", "1000", 1)]
+    messages = dict(conn.execute("SELECT id, message FROM imgfeat.featurize_errors WHERE source = 'spark_err'::regclass "
+                                 "AND target = 'spark_err_a'::regclass").fetchall())
+    assert messages["5"] == "image is empty (0 bytes)" and messages["1000"] == "image is NULL"
+    # fixed images: Spark clears its target's rows, the in-database job its own
+    conn.execute("UPDATE spark_err SET image = %s WHERE id IN (5, 50)", (good,))
+    featurize_spark(spark, dsn, resnet18, table="spark_err", target="spark_err_a", on_error="skip")
+    assert _errors(conn, "spark_err") == [("spark_err_a", "1000", 1),
+                                          ("spark_err_b", "5", 1), ("spark_err_b", "50", 1), ("spark_err_b", "1000", 1)]
+    conn.execute("CALL imgfeat.featurize('spark_err', 'spark_err_b', %s, on_error => 'skip')", (resnet18,))
+    assert _errors(conn, "spark_err") == [("spark_err_a", "1000", 1), ("spark_err_b", "1000", 1)]
+    # the unique index holds it even against a direct second insert by imgfeat's own writer
+    conn.execute("SELECT imgfeat_internal.record_errors('spark_err', 'spark_err_a', %s, ARRAY['1000', '1000'], "
+                 "ARRAY['x', 'y'], ARRAY['first', 'second'])", (resnet18,))
+    assert conn.execute("SELECT error_class, message FROM imgfeat.featurize_errors WHERE source = 'spark_err'::regclass "
+                        "AND target = 'spark_err_a'::regclass").fetchall() == [("y", "second")]
+
+
+def test_raise_names_the_smallest_failing_id(
+    spark: SparkSession, dsn: str, resnet18: str, faces40: list[Path], conn: psycopg.Connection[Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two partitions stop at ids 1000 and 50: the error names 50 (numeric order, not text
+    order); the CLI's hint speaks its flags, in sentences."""
+    good = faces40[0].read_bytes()
+    conn.execute("CREATE TABLE spark_order (id bigint PRIMARY KEY, image bytea)")
+    conn.execute("INSERT INTO spark_order VALUES (1, %s), (50, 'GIF89a-not-really'::bytea), "
+                 "(1000, 'GIF89a-not-really'::bytea), (2000, %s)", (good, good))
+    with pytest.raises(ImageDecodeError) as exc:
+        featurize_spark(spark, dsn, resnet18, table="spark_order", target="spark_order_r18", partitions=2,
+                        reader="psycopg", batch_size=1)
+    assert exc.value.message.startswith("image id=50 could not be featurized")
+    assert "2 partitions stopped at a failing image" in (exc.value.detail or "")
+    assert exc.value.hint is not None and "ICO. Pass on_error='skip'" in exc.value.hint
+    rc = main(["--dsn", dsn, "spark", "featurize", "--table", "spark_order", "--target", "spark_order_r18",
+               "--model", resnet18, "--partitions", "2", "--reader", "psycopg", "--batch-size", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    lines = err.splitlines()
+    assert lines[0].startswith("imgfeat: image id=50 could not be featurized: not a recognised image format")
+    assert lines[-1].strip().endswith("JPEG 2000, ICO. Pass --on-error skip to record failures and go on.")
+    assert "on_error" not in err and "Traceback" not in err
+
+
+def test_cpu_over_executor_process_trees_and_threads(
+    spark: SparkSession, dsn: str, resnet18: str, faces40: list[Path], reference: dict[str, np.ndarray],
+    conn: psycopg.Connection[Any],
+) -> None:
+    report = featurize_spark(spark, dsn, resnet18, files=f"{faces40[0].parent}/*.pgm", target="spark_cpu",
+                             partitions=4, intra_op_threads=2)
+    assert report.featurized == N_FACES and report.executors == 2
+    # the whole tree (executor JVM, PySpark daemon, Python workers) costs more than the workers alone
+    assert report.cpu_seconds > report.python_cpu_seconds > 0
+    assert report.cpu_per_image == pytest.approx(report.cpu_seconds / N_FACES)
+    assert worst_diff(features_of(conn, "spark_cpu", resnet18), reference) <= TOL
+    # the threads reach onnxruntime
+    from imgfeat_loader.spark import fetch_model
+    from imgfeat_loader.spark_job import JobSpec, _MODELS, model_for
+
+    info, data = fetch_model(conn, resnet18)
+    _MODELS.clear()
+    model = model_for(JobSpec(model_name=resnet18, info=info, intra_op_threads=2), data)
+    assert model.session.get_session_options().intra_op_num_threads == 2
+    _MODELS.clear()
+    with pytest.raises(InvalidParameterError, match="intra_op_threads must be positive"):
+        featurize_spark(spark, dsn, resnet18, files=f"{faces40[0].parent}/*.pgm", target="spark_cpu", intra_op_threads=0)
