@@ -302,6 +302,10 @@ class OpenVinoSession:
         results = self.request.infer(feeds)
         return [np.array(results[self._outputs[name]], copy=True) for name in output_names]
 
+    def threads(self) -> int:
+        """The threads OpenVINO runs the model on (``INFERENCE_NUM_THREADS`` of the compiled model)."""
+        return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+
     def kernels(self) -> dict[str, int]:
         """How many of the compiled graph's convolutions and matrix products run on each kernel
         (OpenVINO's ``primitiveType``, e.g. ``brgconv_avx512_amx_bf16``): the ISA they use."""

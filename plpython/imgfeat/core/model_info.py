@@ -71,8 +71,9 @@ class ModelInfo:
         if not isinstance(row["size_bytes"], int) or row["size_bytes"] <= 0:
             raise ModelError(f"model row: size_bytes must be positive, not {row['size_bytes']!r}")
         pre = row["preprocessing"]
-        precision = row.get("precision") or "fp32"
-        engines = tuple(row.get("engines") or ("onnxruntime",))
+        # A row without these columns (a catalog from before they existed) is fp32 on onnxruntime.
+        precision = row.get("precision", "fp32")
+        engines = tuple(row.get("engines", ("onnxruntime",)) or ())
         if precision not in PRECISIONS or not engines or not set(engines) <= set(ENGINES):
             raise ModelError(f"model row: precision {precision!r} with engines {list(engines)} is not one imgfeat runs",
                              hint=f"precision: {', '.join(PRECISIONS)}; engines: {', '.join(ENGINES)}")

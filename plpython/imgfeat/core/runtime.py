@@ -53,6 +53,14 @@ class LoadedModel:
     """``cpu`` (onnxruntime's CPU execution provider), ``plugin`` (onnxruntime's OpenVINO
     execution provider plugin) or ``runtime`` (OpenVINO's own API)."""
 
+    def threads(self) -> int:
+        """The intra-op threads the session runs on (OpenVINO's ``INFERENCE_NUM_THREADS``, or
+        onnxruntime's ``intra_op_num_threads``; 0: the engine's default)."""
+        own = getattr(self.session, "threads", None)
+        if own is not None:
+            return int(own())
+        return int(self.session.get_session_options().intra_op_num_threads)
+
     def kernels(self) -> dict[str, int] | None:
         """Convolution and matrix-product kernels by type (OpenVINO's own API only), else None."""
         kernels = getattr(self.session, "kernels", None)
@@ -153,7 +161,8 @@ class SessionCache(LruCache[LoadedModel]):
             **super().info(),
             "loaded": [
                 {"name": m.name, "sha256": m.sha256, "load_seconds": round(m.load_seconds, 4),
-                 "precision": m.precision, "engine": m.engine, "route": m.route, "kernels": m.kernels()}
+                 "precision": m.precision, "engine": m.engine, "route": m.route, "threads": m.threads(),
+                 "kernels": m.kernels()}
                 for m in self.values()
             ],
         }
