@@ -40,8 +40,17 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) $(PRELUDE) $(EXTENSION).cont
 	$(call assemble,$(SQL_SOURCES)) > $@
 
 # Frozen releases have the prelude and their version inlined; only the library directory is substituted.
+# The stamp is also an explicit prerequisite: as only a pattern rule's, make 4.3 did not rebuild
+# existing scripts (with another library directory written in them) after creating the stamp.
+$(patsubst sql/releases/%.sql.in,sql/%.sql,$(RELEASE_SOURCES)): $(LIBDIR_STAMP)
 sql/%.sql: sql/releases/%.sql.in $(PRELUDE) $(EXTENSION).control Makefile $(LIBDIR_STAMP)
 	$(call assemble,$<) > $@
+
+# pg_regress writes its results into REGRESS_OPTS' --outputdir, which must exist (a fresh
+# checkout has no build/): world-writable, as the server's user may write there too.
+installcheck: | build/regress
+build/regress:
+	mkdir -p $@ && chmod 0777 $@
 
 LIBDEST = $(DESTDIR)$(IMGFEAT_LIB_DIR)/$(EXTVERSION)
 LOCK = plpython/requirements.lock

@@ -16,11 +16,20 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 pg_major() { pg_config --version 2>/dev/null | sed -E 's/^PostgreSQL ([0-9]+).*/\1/'; }
 
-need=()
+apt_install() {
+  echo "setup: installing Debian packages: $*"
+  if [ -z "${apt_updated:-}" ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# The server first (the distribution's default major version), then the packages named
+# after the major version pg_config reports: on Debian 12 that is 15, on Debian 13 17.
 if ! command -v pg_config >/dev/null 2>&1 || [ ! -x "/usr/lib/postgresql/$(pg_major)/bin/postgres" ]; then
-  need+=(postgresql postgresql-common libpq-dev)
+  apt_install postgresql postgresql-common libpq-dev
 fi
-PGV="$(pg_major)"; PGV="${PGV:-15}"
+PGV="$(pg_major)"
+if [ -z "$PGV" ]; then echo "setup: pg_config reports no PostgreSQL version" >&2; exit 1; fi
+need=()
 [ -f "/usr/lib/postgresql/$PGV/lib/plpython3.so" ] || need+=("postgresql-plpython3-$PGV")
 [ -f "/usr/lib/postgresql/$PGV/lib/pgxs/src/makefiles/pgxs.mk" ] || need+=("postgresql-server-dev-$PGV")
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
@@ -30,12 +39,7 @@ if [ "$MODE" = dev ]; then
   [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)  # Spark's JDBC reader
 fi
 if [ "${#need[@]}" -gt 0 ]; then
-  echo "setup: installing Debian packages: ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  PGV="$(pg_major)"
-  [ -f "/usr/lib/postgresql/$PGV/lib/plpython3.so" ] || \
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "postgresql-plpython3-$PGV" "postgresql-server-dev-$PGV" >/dev/null
+  apt_install "${need[@]}"
 fi
 
 # The client-side virtualenv (the Python on PATH; not the server's).

@@ -17,7 +17,10 @@ Backend: ``docker`` (testcontainers, image ``imgfeat/postgres:15`` by default) o
 (a throwaway cluster on this machine; needs PostgreSQL and ``make install`` of imgfeat).
 Chosen by ``--imgfeat-backend``, else the ``IMGFEAT_TEST_BACKEND`` environment variable, else
 the ``imgfeat_backend`` ini option, else ``auto`` (Docker when an engine answers, else local).
-The image: ``--imgfeat-image``, ``IMGFEAT_TEST_IMAGE``, ini ``imgfeat_image``.
+The image: ``--imgfeat-image``, ``IMGFEAT_TEST_IMAGE``, ini ``imgfeat_image``. The container's
+network: ``--imgfeat-network``, ``IMGFEAT_TEST_NETWORK``, ini ``imgfeat_network``: ``bridge``
+(default, a mapped port) or ``host`` (engines without a bridge network; the server listens on
+127.0.0.1 only; set ``TESTCONTAINERS_RYUK_DISABLED=true`` there, see ``ImgfeatContainer``).
 When no server can be provided, tests using the fixtures error with the reason and what to do.
 
 Loaded through the ``pytest11`` entry point of the imgfeat distribution, or with
@@ -46,8 +49,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--imgfeat-image", default=None,
         help=f"Docker image for the docker backend (default: ${testing.IMAGE_ENV}, ini imgfeat_image, {testing.DEFAULT_IMAGE})",
     )
+    group.addoption(
+        "--imgfeat-network", choices=testing.NETWORKS, default=None,
+        help=f"the container's network: bridge or host (default: ${testing.NETWORK_ENV}, ini imgfeat_network, bridge)",
+    )
     parser.addini("imgfeat_backend", "imgfeat test backend: auto | docker | local", default="auto")
     parser.addini("imgfeat_image", "Docker image with imgfeat for the docker backend", default=testing.DEFAULT_IMAGE)
+    parser.addini("imgfeat_network", "the container's network for the docker backend: bridge | host", default="bridge")
 
 
 def _choice(config: pytest.Config, option: str, env: str, ini: str) -> str:
@@ -70,8 +78,9 @@ def imgfeat_server(
     """The session's server with imgfeat (Docker container or local cluster), stopped at the end."""
     backend = _choice(pytestconfig, "imgfeat_backend", testing.BACKEND_ENV, "imgfeat_backend")
     image = _choice(pytestconfig, "imgfeat_image", testing.IMAGE_ENV, "imgfeat_image")
+    network = _choice(pytestconfig, "imgfeat_network", testing.NETWORK_ENV, "imgfeat_network")
     try:
-        server_cm = testing.imgfeat_server(backend, image=image, settings=imgfeat_settings)
+        server_cm = testing.imgfeat_server(backend, image=image, settings=imgfeat_settings, network=network)
         server = server_cm.__enter__()
     except testing.ImgfeatTestSetupError as exc:
         pytest.fail(f"imgfeat test server: {exc}", pytrace=False)

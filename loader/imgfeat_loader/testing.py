@@ -5,7 +5,9 @@ Two ways to get a server with the ``imgfeat`` extension:
 * ``docker``: :class:`ImgfeatContainer`, a testcontainers-python ``PostgresContainer`` running
   the image built from imgfeat's ``docker/Dockerfile`` (default :data:`DEFAULT_IMAGE`). Its
   first start creates the extension (and registers any models baked into the image) in the
-  container's default database.
+  container's default database. On a bridge network with a mapped port (testcontainers'
+  default), or on the host's network (``network="host"``, ``IMGFEAT_TEST_NETWORK=host``) for
+  engines without a bridge network: then the server listens on 127.0.0.1 only, at a free port.
 * ``local``: :class:`imgfeat_loader.cluster.LocalCluster` (the cluster imgfeat's own tests
   use: initdb into a temporary directory, a free port, trust authentication) with
   ``CREATE EXTENSION imgfeat CASCADE`` in a database :data:`LOCAL_DBNAME`. This needs
@@ -45,6 +47,12 @@ BACKENDS = ("auto", "docker", "local")
 
 BACKEND_ENV = "IMGFEAT_TEST_BACKEND"
 IMAGE_ENV = "IMGFEAT_TEST_IMAGE"
+NETWORK_ENV = "IMGFEAT_TEST_NETWORK"
+
+NETWORKS = ("bridge", "host")
+"""Values of ``IMGFEAT_TEST_NETWORK`` (and ``--imgfeat-network``): how a container is reached.
+``bridge`` (default): Docker's default network, the port mapped by testcontainers. ``host``:
+the host's network, for engines without a bridge network (``dockerd --bridge=none``)."""
 
 EXTENSION = "imgfeat"
 """The extension the servers must have."""
@@ -157,8 +165,19 @@ def _define_container_class() -> type:
                 whatever a registry serves under that name.
             startup_timeout: seconds to wait for the first start, which creates the extension
                 and registers the models baked into the image (a large model takes a while).
+            network: ``bridge`` (default; testcontainers maps the port) or ``host``: the
+                container shares the host's network (``network_mode="host"``), for engines
+                without a bridge network. Then the server listens on 127.0.0.1 only, at a port
+                free when ``start`` is called (``PGPORT``, which the official image honours), and
+                unless ``POSTGRES_INITDB_ARGS`` is given, loopback connections need the password
+                (``--auth-host=scram-sha-256``; the image's default trusts loopback, which on the
+                host's network would let every local user in). testcontainers' reaper (Ryuk)
+                needs a bridge and an image from Docker Hub: where there is none, set
+                ``TESTCONTAINERS_RYUK_DISABLED=true`` (``stop()`` and the context manager still
+                remove the container).
             **kwargs: ``PostgresContainer``'s (``username``, ``password``, ``dbname``, default
-                ``test``; ``port`` 5432) and ``DockerContainer``'s.
+                ``test``; ``port`` 5432, the server's port inside a bridged container) and
+                ``DockerContainer``'s.
 
         Use as a context manager (``with ImgfeatContainer() as pg: psycopg.connect(pg.dsn())``)
         or call ``start()`` / ``stop()``. ``get_connection_url()`` (inherited) gives
@@ -171,12 +190,48 @@ def _define_container_class() -> type:
         """
 
         def __init__(
-            self, image: str = DEFAULT_IMAGE, *, pull: bool = False, startup_timeout: float = 600.0, **kwargs: Any
+            self,
+            image: str = DEFAULT_IMAGE,
+            *,
+            pull: bool = False,
+            startup_timeout: float = 600.0,
+            network: str = "bridge",
+            **kwargs: Any,
         ) -> None:
+            if network not in NETWORKS:
+                raise ValueError(f"network must be one of {', '.join(NETWORKS)}, not {network!r}")
             kwargs.setdefault("driver", None)
             super().__init__(image=image, **kwargs)
             self.pull = pull
             self.startup_timeout = float(startup_timeout)
+            self.network = network
+            self.host_port: int | None = None
+            if network == "host":
+                self.ports = {}  # nothing to publish: the server is on the host's network
+                self.with_kwargs(network_mode="host")
+
+        def _configure(self) -> None:
+            super()._configure()
+            if self.network == "host":
+                from .cluster import free_port
+
+                self.host_port = free_port()
+                self.with_env("PGPORT", str(self.host_port))
+                self.env.setdefault("POSTGRES_INITDB_ARGS", "--auth-host=scram-sha-256")
+                if self._command is None:
+                    self.with_command(["postgres", "-c", "listen_addresses=127.0.0.1"])
+
+        def get_container_host_ip(self) -> str:
+            if self.network == "host":
+                return "127.0.0.1"
+            return str(super().get_container_host_ip())
+
+        def get_exposed_port(self, port: int) -> int:
+            if self.network == "host":
+                if self.host_port is None:
+                    raise ImgfeatTestSetupError("the container is not started")
+                return self.host_port
+            return int(super().get_exposed_port(port))
 
         def start(self) -> "ImgfeatContainer":
             if not self.pull:
@@ -218,6 +273,13 @@ def _define_container_class() -> type:
                     f"extension: is the image built from imgfeat's docker/Dockerfile? "
                     f"({output.decode(errors='replace').strip()})"
                 )
+
+        def restart(self) -> "ImgfeatContainer":
+            """Restart the container (``docker restart``; the data directory is kept) and wait
+            until the server answers again."""
+            self.get_wrapped_container().restart()
+            self._connect()
+            return self
 
         def dsn(self, dbname: str | None = None) -> str:
             """A libpq key=value connection string to ``dbname`` (default: the container's database)."""
@@ -330,14 +392,18 @@ def local_server(settings: Mapping[str, str] | None = None) -> Iterator[ImgfeatS
 
 @contextmanager
 def docker_server(
-    image: str = DEFAULT_IMAGE, settings: Mapping[str, str] | None = None, *, pull: bool = False
+    image: str = DEFAULT_IMAGE,
+    settings: Mapping[str, str] | None = None,
+    *,
+    pull: bool = False,
+    network: str = "bridge",
 ) -> Iterator[ImgfeatServer]:
     """An :class:`ImgfeatContainer` of ``image``; ``dsn`` is its default database (extension created).
 
-    ``settings`` are applied with ``ALTER SYSTEM`` (paths are the container's). The container
-    is removed on exit, also when starting it fails.
+    ``settings`` are applied with ``ALTER SYSTEM`` (paths are the container's). ``network``:
+    see :class:`ImgfeatContainer`. The container is removed on exit, also when starting it fails.
     """
-    container = __getattr__("ImgfeatContainer")(image, pull=pull)
+    container = __getattr__("ImgfeatContainer")(image, pull=pull, network=network)
     try:
         container.start()
         dsn = container.dsn()
@@ -349,7 +415,11 @@ def docker_server(
 
 @contextmanager
 def imgfeat_server(
-    backend: str | None = None, *, image: str | None = None, settings: Mapping[str, str] | None = None
+    backend: str | None = None,
+    *,
+    image: str | None = None,
+    settings: Mapping[str, str] | None = None,
+    network: str | None = None,
 ) -> Iterator[ImgfeatServer]:
     """Start a server with imgfeat on the chosen backend, stop it on exit.
 
@@ -358,14 +428,20 @@ def imgfeat_server(
         image: the Docker image; ``None`` reads ``IMGFEAT_TEST_IMAGE`` (default :data:`DEFAULT_IMAGE`).
             An image other than the default may be pulled from its registry; the default never is.
         settings: server settings (``imgfeat.image_root`` etc.).
+        network: the docker backend's network, ``bridge`` or ``host``; ``None`` reads
+            ``IMGFEAT_TEST_NETWORK`` (default bridge). See :class:`ImgfeatContainer`.
 
     Raises:
-        ImgfeatTestSetupError: see :func:`resolve_backend`, :func:`local_server`, ``ImgfeatContainer``.
+        ImgfeatTestSetupError: see :func:`resolve_backend`, :func:`local_server`, ``ImgfeatContainer``;
+            an unknown network.
     """
     chosen, reason = resolve_backend(backend)
     if chosen == "docker":
         image = image or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
-        cm = docker_server(image, settings, pull=image != DEFAULT_IMAGE)
+        network = (network or os.environ.get(NETWORK_ENV, "") or "bridge").strip().lower()
+        if network not in NETWORKS:
+            raise ImgfeatTestSetupError(f"{NETWORK_ENV} must be one of {', '.join(NETWORKS)}, not {network!r}")
+        cm = docker_server(image, settings, pull=image != DEFAULT_IMAGE, network=network)
     else:
         cm = local_server(settings)
     with cm as server:

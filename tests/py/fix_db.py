@@ -28,7 +28,15 @@ ANALYST = "imgfeat_test_analyst"
 
 @pytest.fixture(scope="session")
 def image_root() -> Iterator[Path]:
-    """A directory configured as ``imgfeat.image_root`` (readable by the server)."""
+    """A directory configured as ``imgfeat.image_root`` (readable by the server).
+
+    With ``IMGFEAT_TEST_DSN``, ``IMGFEAT_TEST_IMAGE_ROOT`` names it: a directory this process
+    writes that the server reads at the same path and has as its ``imgfeat.image_root``.
+    """
+    shared = os.environ.get("IMGFEAT_TEST_IMAGE_ROOT") if os.environ.get("IMGFEAT_TEST_DSN") else None
+    if shared:
+        yield Path(shared)
+        return
     root = Path(tempfile.mkdtemp(prefix="imgfeat-images-"))
     root.chmod(0o755)
     yield root

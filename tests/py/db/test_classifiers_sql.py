@@ -18,6 +18,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from fix_roles import parallel_forcing_setting
 from imgfeat.core import training
 
 ANALYST = "imgfeat_test_analyst"
@@ -431,9 +432,10 @@ def test_predict_runs_in_parallel_workers(conn: psycopg.Connection[Any], binary_
     query = (f"SELECT id, imgfeat.predict('clf_pets', features), imgfeat.predict_proba('clf_pets', features) "
              f"FROM public.{table} ORDER BY id")
     serial = conn.execute(query).fetchall()
+    force = parallel_forcing_setting(conn)  # force_parallel_mode, debug_parallel_query from PostgreSQL 16
     with conn.transaction():
         for setting in ("parallel_setup_cost = 0", "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0",
-                        "max_parallel_workers_per_gather = 2", "force_parallel_mode = on"):
+                        "max_parallel_workers_per_gather = 2", f"{force} = on"):
             conn.execute(f"SET LOCAL {setting}")
         plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (ANALYZE, VERBOSE, COSTS OFF) {query}"))
         parallel = conn.execute(query).fetchall()

@@ -183,6 +183,9 @@ def test_eight_concurrent_sessions_match_serial(
     assert [r[0] for r in rows] == list(range(1, 313))
     worst = max(float(np.max(np.abs(np.asarray(f, dtype=np.float32) - faces_features[i]))) for i, f in rows)
     assert worst <= 1e-5
+    if os.environ.get("IMGFEAT_TEST_DSN"):
+        return  # the backends' memory is read from /proc: only when the server is on this machine
+    assert sorted(peak) == list(range(8))
     total = sum(peak.values())
     print(f"8 concurrent sessions: peak RSS per backend {max(peak.values()) / 2**20:.0f} MB, sum {total / 2**20:.0f} MB")
     assert total < 24 * 2**30

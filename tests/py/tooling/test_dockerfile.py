@@ -107,8 +107,10 @@ def test_hadolint_passes() -> None:
 def test_base_image_and_build_arguments(dockerfile: list[tuple[str, str, list[str]]]) -> None:
     keywords = [kw for kw, _, _ in dockerfile]
     assert dockerfile[0][:2] == ("ARG", "PG_MAJOR=15")
-    assert dockerfile[1][:2] == ("FROM", "postgres:${PG_MAJOR}-bookworm")
-    after_from = [args for kw, args, _ in dockerfile[2:] if kw == "ARG"]
+    # The base is a build argument whose default is the official image (tests use a stand-in).
+    assert dockerfile[1][:2] == ("ARG", "BASE_IMAGE=postgres:${PG_MAJOR}-bookworm")
+    assert dockerfile[2][:2] == ("FROM", "${BASE_IMAGE}")
+    after_from = [args for kw, args, _ in dockerfile[3:] if kw == "ARG"]
     assert "PG_MAJOR" in after_from, "PG_MAJOR must be declared again after FROM to be visible in RUN"
     assert 'IMGFEAT_MODELS=""' in after_from
     # The official image's entrypoint (initdb, init scripts) and server command stay.
@@ -118,6 +120,13 @@ def test_base_image_and_build_arguments(dockerfile: list[tuple[str, str, list[st
 def test_run_installs_with_the_projects_recipe(main_run: list[str], dockerfile: list[tuple[str, str, list[str]]]) -> None:
     run_line = next(args for kw, args, _ in dockerfile if kw == "RUN")
     assert "--mount=type=bind,source=.,target=/usr/src/imgfeat,rw" in run_line
+    # Extra CA certificates for pip come only from an optional build secret, into a temporary
+    # bundle that the layer removes again.
+    assert "--mount=type=secret,id=extra-ca-certs" in run_line
+    ca = command(main_run, "if [ -s /run/secrets/extra-ca-certs ]")
+    assert ca == ('if [ -s /run/secrets/extra-ca-certs ]; then export PIP_CERT=/tmp/imgfeat-build-ca.pem; '
+                  'cat /etc/ssl/certs/ca-certificates.crt /run/secrets/extra-ca-certs > "$PIP_CERT"; fi')
+    assert main_run.index(command(main_run, "apt-get install")) < main_run.index(ca) < main_run.index(command(main_run, "make "))
     install = command(main_run, "apt-get install")
     for package in ('"postgresql-plpython3-${PG_MAJOR}"', '"postgresql-server-dev-${PG_MAJOR}"', "make", "python3-pip"):
         assert f" {package} " in f" {install} ", package
@@ -130,7 +139,7 @@ def test_run_installs_with_the_projects_recipe(main_run: list[str], dockerfile: 
     assert purge.split()[4:] == ['"postgresql-server-dev-${PG_MAJOR}"', "make", "python3-pip"]
     assert "plpython" not in purge
     assert main_run.index(make) < main_run.index(purge)
-    assert command(main_run, "rm -rf") == "rm -rf /var/lib/apt/lists/*"
+    assert command(main_run, "rm -rf") == "rm -rf /var/lib/apt/lists/* /tmp/imgfeat-build-ca.pem"
     # Every apt-get that installs follows an update in the same layer.
     assert main_run.index("apt-get update") < main_run.index(install)
 
@@ -194,12 +203,15 @@ def build_context(dest: Path) -> Path:
 def test_dockerignore_keeps_sources_and_drops_the_rest() -> None:
     rules = dockerignore_rules()
     for kept in ("Makefile", "imgfeat.control", "plpython/requirements.lock", "plpython/imgfeat/db/server.py",
-                 "sql/src/20_models.sql", "sql/imgfeat--0.1.0--0.2.0.sql", "docker/bake_models.py",
-                 "docker/initdb/20-imgfeat-models.sql", "docker/models/mine.onnx", "docker/models/models.json"):
+                 "sql/src/20_models.sql", "sql/releases/imgfeat--0.1.0--0.2.0.sql.in", "docker/bake_models.py",
+                 "docker/initdb/20-imgfeat-models.sql", "docker/models/mine.onnx", "docker/models/models.json",
+                 "scripts/install-lib.sh"):
         assert not ignored(kept, rules), kept
     for dropped in (".git/HEAD", ".venv/bin/python", "build/regress/x.out", "sql/imgfeat--0.1.0.sql",
+                    "sql/imgfeat--0.1.0--0.2.0.sql",
                     "plpython/imgfeat/db/__pycache__/server.cpython-311.pyc", "imgfeat.egg-info/PKG-INFO",
-                    ".pytest_cache/v/cache/nodeids", "loader/imgfeat_loader/x.pyc"):
+                    ".pytest_cache/v/cache/nodeids", "loader/imgfeat_loader/x.pyc", ".isolated/lib/x",
+                    "tests/py/tooling/test_image.py", "bench/x.py", "README.md", ".ci/run", "scripts/demo.sh"):
         assert ignored(dropped, rules), dropped
 
 
@@ -331,8 +343,8 @@ def recipe(main_run: list[str]) -> Iterator[Recipe]:
             script += step + "\n"
         pg_major = pg_bindir().parent.name
         env = {**os.environ, "PG_MAJOR": pg_major, "IMGFEAT_MODELS": "resnet18"}
-        for var in ("PYTHONPATH", "IMGFEAT_LIB_DIR"):  # the image's own locations, not this host's
-            env.pop(var, None)
+        env.pop("PYTHONPATH", None)
+        env.pop("IMGFEAT_LIB_DIR", None)  # a docker build has no such variable (isolate.sh sets one)
         proc = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, f"{script}\n{proc.stdout}\n{proc.stderr}"
         yield Recipe(dest=dest, context=ctx, stdout=proc.stdout, pg_major=pg_major)
