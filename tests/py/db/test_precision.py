@@ -28,6 +28,11 @@ from imgfeat.core import engines
 FACES = 24
 """Faces featurized per comparison (odd ids, not used for calibration)."""
 
+NEEDS_BF16 = pytest.mark.skipif(engines.cpu().bf16_isa is None,
+                                reason="this CPU has neither amx_bf16 nor avx512_bf16: "
+                                "test_bf16_is_refused_without_bf16_instructions runs instead")
+"""bf16 models run only on CPUs with bf16 instructions; elsewhere they fail (tested below)."""
+
 
 def centered_cosine(a: np.ndarray, b: np.ndarray, mean: np.ndarray) -> np.ndarray:
     a = np.asarray(a, np.float64) - mean
@@ -131,6 +136,7 @@ def test_analysts_may_not_register_variants(analyst: psycopg.Connection[Any], re
         analyst.execute("SELECT imgfeat.register_bf16_model(%s, 'mine-bf16')", (resnet18,))
 
 
+@NEEDS_BF16
 def test_bf16_runs_on_openvino_close_to_fp32(analyst: psycopg.Connection[Any], faces_table: str, resnet18: str,
                                              resnet18_bf16: str) -> None:
     """Synthetic resnet18: centered cosine median >= 0.995 (measured 0.998), not identical; the
@@ -152,6 +158,7 @@ def test_bf16_runs_on_openvino_close_to_fp32(analyst: psycopg.Connection[Any], f
         assert session["route"] == "plugin"
 
 
+@NEEDS_BF16
 def test_bf16_on_real_weights(analyst: psycopg.Connection[Any], faces_table: str, effnet: str) -> None:
     """EfficientNet-Lite0, ImageNet weights: centered cosine median >= 0.99 (measured 0.995)."""
     f32 = features(analyst, faces_table, effnet)
@@ -160,6 +167,7 @@ def test_bf16_on_real_weights(analyst: psycopg.Connection[Any], faces_table: str
     assert np.median(cos) >= 0.99 and cos.min() >= 0.95, cos
 
 
+@NEEDS_BF16
 def test_call_featurize_runs_bf16(analyst_dsn: str, faces_table: str, resnet18_bf16: str) -> None:
     """CALL imgfeat.featurize with the bf16 variant: the same engine as featurize_image (batches
     of 16 against single images: within 2e-2 of the features' scale)."""
@@ -175,6 +183,7 @@ def test_call_featurize_runs_bf16(analyst_dsn: str, faces_table: str, resnet18_b
     assert np.abs(got - single).max() <= 2e-2 * np.abs(single).max()
 
 
+@NEEDS_BF16
 def test_bf16_sessions_use_the_session_threads(analyst: psycopg.Connection[Any], face_bytes: bytes,
                                                 resnet18_bf16: str) -> None:
     for threads in (1, 2):
@@ -207,6 +216,7 @@ def test_int8_runs_on_openvino_and_on_onnxruntime_alike(
     assert min(to_fp32) >= 0.95, to_fp32
 
 
+@NEEDS_BF16
 def test_bf16_in_parallel_workers(dsn: str, faces_table: str, resnet18_bf16: str) -> None:
     """Parallel workers load the bf16 variant on OpenVINO too (each its own session), with the
     same features as the leader alone."""
@@ -224,6 +234,16 @@ def test_bf16_in_parallel_workers(dsn: str, faces_table: str, resnet18_bf16: str
     assert serial.keys() == parallel.keys()
     for key in serial:
         np.testing.assert_allclose(parallel[key], serial[key], rtol=0, atol=2e-2 * max(map(abs, serial[key])))
+
+
+@pytest.mark.skipif(engines.cpu().bf16_isa is not None, reason="this CPU has bf16 instructions")
+def test_bf16_is_refused_without_bf16_instructions(analyst: psycopg.Connection[Any], face_bytes: bytes,
+                                                   resnet18: str, resnet18_bf16: str) -> None:
+    """On a CPU without bf16 instructions a bf16 model fails with 0A000 naming what is missing;
+    the fp32 model it was made of still runs."""
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="no bf16 instructions"):
+        analyst.execute("SELECT imgfeat.featurize_image(%s, %s)", (face_bytes, resnet18_bf16))
+    assert len(analyst.execute("SELECT imgfeat.featurize_image(%s, %s)", (face_bytes, resnet18)).fetchone()[0]) == 512  # type: ignore[index]
 
 
 def test_python_info_reports_the_plugin_and_the_isa(analyst: psycopg.Connection[Any]) -> None:

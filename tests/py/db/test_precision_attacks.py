@@ -17,6 +17,10 @@ import psycopg
 import pytest
 
 from fix_roles import connect_as, ensure_role
+from imgfeat.core import engines
+
+NEEDS_BF16 = pytest.mark.skipif(engines.cpu().bf16_isa is None,
+                                reason="the attack featurizes with a bf16 model, which this CPU cannot run")
 
 REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName)
 
@@ -70,6 +74,7 @@ def test_analysts_cannot_change_a_models_precision_or_engines(alice: psycopg.Con
         alice.execute("INSERT INTO imgfeat.models SELECT * FROM imgfeat.models WHERE name = %s", (bf16_model,))
 
 
+@NEEDS_BF16
 def test_settings_choose_neither_engine_nor_precision_nor_library(
     alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], face_bytes: bytes, bf16_model: str, resnet18: str
 ) -> None:
@@ -103,6 +108,7 @@ def test_no_sql_reads_an_engine_or_plugin_setting(conn: psycopg.Connection[Any])
     assert bodies == []
 
 
+@NEEDS_BF16
 def test_a_forged_row_cannot_run_a_model_at_another_precision(
     pool: psycopg.Connection[Any], bob: psycopg.Connection[Any], face_bytes: bytes, bf16_model: str
 ) -> None:
