@@ -343,7 +343,7 @@ class Bench:
                 for i in range(cfg.rounds):
                     quiet(i, cfg.quiet_wait)
                     raw.append(raw_run(session, tensors, cfg.batch))
-                    fp32_db.append(call_featurize(fp32_conn, fp32_pid, model, f"feats_{_ident(model)}", cfg.batch))
+                    fp32_db.append(call_featurize(fp32_conn, fp32_pid, model, f"feats_{_ident(model)}_p7", cfg.batch))
                     db.append(call_featurize(conn, pid, bname, f"feats_{_ident(bname)}", cfg.batch))
                     say(f"  round {i + 1}: raw fp32 {raw[-1].rate:.1f}, CALL fp32 {fp32_db[-1].rate:.1f}, "
                         f"CALL bf16 {db[-1].rate:.1f} img/s ({engine_text(engine)})")
@@ -359,7 +359,7 @@ class Bench:
                    f"{fp32_memory['VmRSS']:.0f} MB" if memory and fp32_memory else ""),
                 d.rate / fp32.rate, 2.3,
             ))
-            f32 = self.env.features(f"feats_{_ident(model)}")
+            f32 = self.env.features(f"feats_{_ident(model)}_p7")
             b16 = self.env.features(f"feats_{_ident(bname)}")
             ids = sorted(set(f32) & set(b16))
             from imgfeat.core.quantize import centered_cosine, cosine_similarity
@@ -374,7 +374,7 @@ class Bench:
                 f"{float(np.median(plain)):.5f}; 1 % noise yardstick: {self.noise_text(model)}",
                 None, ">= 0.999 median", med >= 0.999,
             ))
-            acc32 = self.accuracy(f"feats_{_ident(model)}")
+            acc32 = self.accuracy(f"feats_{_ident(model)}_p7")
             acc16 = self.accuracy(f"feats_{_ident(bname)}")
             real = model in self.imagenet
             self.rows.append(Row(
