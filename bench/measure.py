@@ -73,6 +73,13 @@ def best(runs: list[Run]) -> Run:
     return max(runs, key=lambda r: r.rate)
 
 
+def median_run(runs: list[Run]) -> Run:
+    """The round of median rate (of an even count, the slower of the middle two): what P1 and
+    the rows compared with it report, so that one lucky round flatters neither side."""
+    ordered = sorted(runs, key=lambda r: r.rate)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def raw_session(model: bytes, intra: int, inter: int = 1) -> ort.InferenceSession:
     """What a user would create: onnxruntime's default options, with the thread counts set."""
     opts = ort.SessionOptions()

@@ -47,7 +47,7 @@ MAX_BATCH = 4096
 MAX_REPORTED_FAILURES = 100
 """Failures listed per partition in the summary (all are counted)."""
 
-_MODELS: dict[str, Any] = {}
+_MODELS: dict[Any, Any] = {}
 """sha256 -> LoadedModel, per Python worker process (lives as long as the worker)."""
 
 
@@ -177,17 +177,15 @@ def model_for(spec: JobSpec, model_bytes: Any) -> Any:
     from imgfeat.core import runtime
 
     info = spec.info
-    cached = _MODELS.get(info.sha256)
+    key = (info.sha256, info.precision, info.engines)  # a bf16 variant shares its fp32 model's bytes
+    cached = _MODELS.get(key)
     if cached is not None:
         return cached
     data = verify_model_bytes(info, model_bytes() if callable(model_bytes) else model_bytes)
-    session = runtime.create_session(data, spec.intra_op_threads, 1)
-    model = runtime.LoadedModel(
-        name=info.name, sha256=info.sha256, session=session, input_name=info.input_name,
-        output_name=info.output_name, fixed_batch=info.fixed_batch,
-    )
+    # At the precision and on the engines the catalog row records, as in a backend.
+    model = runtime.load(info, data, spec.intra_op_threads, 1)
     _MODELS.clear()  # one model per worker at a time: a job ships one model
-    _MODELS[info.sha256] = model
+    _MODELS[key] = model
     return model
 
 

@@ -14,10 +14,16 @@ CREATE TABLE imgfeat.models (
     sha256          text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     size_bytes      bigint NOT NULL CHECK (size_bytes > 0),
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    feature_layer   text NOT NULL DEFAULT 'pooled' CHECK (feature_layer IN ('pooled', 'spatial'))
+    feature_layer   text NOT NULL DEFAULT 'pooled' CHECK (feature_layer IN ('pooled', 'spatial')),
+    precision       text NOT NULL DEFAULT 'fp32' CHECK (precision IN ('fp32', 'bf16', 'int8')),
+    engines         text[] NOT NULL DEFAULT '{onnxruntime}'
+        CONSTRAINT models_engines_check CHECK (pg_catalog.cardinality(engines) >= 1 AND engines <@ '{onnxruntime,openvino}'::text[]),
+    CONSTRAINT models_precision_engines_check CHECK ((precision = 'fp32' AND engines = '{onnxruntime}')
+                                                     OR (precision = 'bf16' AND engines = '{openvino}')
+                                                     OR precision = 'int8')
 );
 COMMENT ON TABLE imgfeat.models IS
-'Registered featurizer models (ONNX feature extractors). input_width x input_height is the NCHW input size in pixels; feature_dim the length of the real[] feature vector; preprocessing the jsonb spec (resize, resize_size, interpolation, channel_order, scale, mean, std, pad_color, background); weights_origin imagenet (pre-trained: a catalog download whose checksum was verified, or vouched for by who registered it) | synthetic (seeded, for tests and demos) | custom (anything else); feature_layer pooled (the network''s own feature layer: global average pool, AlexNet fc7; the default) | spatial (the last feature map averaged to 2x2 and flattened channel-major, 4x its channels: keeps where things are in the image, e.g. which way a face looks); sha256 of the stored ONNX bytes, verified when a backend loads the model. The bytes themselves live in imgfeat.model_chunks; see imgfeat.model_onnx(name).';
+'Registered featurizer models (ONNX feature extractors). input_width x input_height is the NCHW input size in pixels; feature_dim the length of the real[] feature vector; preprocessing the jsonb spec (resize, resize_size, interpolation, channel_order, scale, mean, std, pad_color, background); weights_origin imagenet (pre-trained: a catalog download whose checksum was verified, or vouched for by who registered it) | synthetic (seeded, for tests and demos) | custom (anything else); feature_layer pooled (the network''s own feature layer: global average pool, AlexNet fc7; the default) | spatial (the last feature map averaged to 2x2 and flattened channel-major, 4x its channels: keeps where things are in the image, e.g. which way a face looks); sha256 of the stored ONNX bytes, verified when a backend loads the model; precision fp32 (the graph as registered, run by onnxruntime''s CPU execution provider) | bf16 (the same graph run by OpenVINO with bf16 weights and activations, fp32 accumulation: imgfeat.register_bf16_model) | int8 (a QDQ graph: imgfeat.quantize_model); engines: the engines that may run it, in order of preference, the first one the server has is used (onnxruntime: its CPU execution provider; openvino: OpenVINO''s CPU runtime, through onnxruntime''s OpenVINO execution provider plugin where it serves the CPU, else OpenVINO''s own API); fp32 runs on {onnxruntime}, bf16 on {openvino} only, int8 on {openvino,onnxruntime} by default. A model no engine of the server can run fails with SQLSTATE 0A000 naming what is missing; it never runs at another precision. The bytes themselves live in imgfeat.model_chunks; see imgfeat.model_onnx(name).';
 
 CREATE TABLE imgfeat.model_chunks (
     model_name  text NOT NULL REFERENCES imgfeat.models (name) ON DELETE CASCADE ON UPDATE CASCADE,

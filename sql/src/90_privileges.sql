@@ -33,7 +33,8 @@ BEGIN
     FOR f IN
         SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
         WHERE p.pronamespace = 'imgfeat'::regnamespace
-          AND p.proname IN ('register_model', 'register_large_model', 'register_synthetic_model', 'drop_model', 'quantize_model')
+          AND p.proname IN ('register_model', 'register_large_model', 'register_synthetic_model', 'drop_model', 'quantize_model',
+                            'register_bf16_model')
     LOOP
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM imgfeat_user', f);
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO imgfeat_admin', f);

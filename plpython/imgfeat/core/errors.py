@@ -78,3 +78,11 @@ class TrainingError(ImgfeatError):
     """Training data or a classifier is unusable (``22023`` invalid_parameter_value)."""
 
     sqlstate = "22023"
+
+
+class EngineUnavailableError(ImgfeatError):
+    """A model's precision needs an engine or a CPU feature this server lacks: the OpenVINO
+    packages, or bf16 instructions (``0A000`` feature_not_supported). Never answered by running
+    the model on another engine or at another precision."""
+
+    sqlstate = "0A000"

@@ -13,6 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ModelError
+
+PRECISIONS = ("fp32", "bf16", "int8")
+"""``imgfeat.models.precision`` (the same as :data:`imgfeat.core.engines.PRECISIONS`; kept here so that
+reading a catalog row imports no engine)."""
+
+ENGINES = ("onnxruntime", "openvino")
+"""``imgfeat.models.engines``' values (:data:`imgfeat.core.engines.ENGINES`)."""
 from .spec import Preprocessing
 
 WEIGHTS_ORIGINS = ("imagenet", "synthetic", "custom")
@@ -22,7 +29,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 ROW_COLUMNS = (
     "name, architecture, input_width, input_height, feature_dim, preprocessing::text AS preprocessing, "
-    "weights_origin, input_name, output_name, fixed_batch, sha256, size_bytes"
+    "weights_origin, input_name, output_name, fixed_batch, sha256, size_bytes, precision, engines"
 )
 """The SQL select list of an ``imgfeat.models`` row as :meth:`ModelInfo.from_row` reads it."""
 
@@ -43,6 +50,10 @@ class ModelInfo:
     fixed_batch: bool
     sha256: str
     size_bytes: int
+    precision: str = "fp32"
+    """fp32, bf16 or int8 (:data:`imgfeat.core.engines.PRECISIONS`)."""
+    engines: tuple[str, ...] = ("onnxruntime",)
+    """The engines that may run it, in order of preference (:mod:`imgfeat.core.engines`)."""
 
     @classmethod
     def from_row(cls, row: Any) -> "ModelInfo":
@@ -60,6 +71,12 @@ class ModelInfo:
         if not isinstance(row["size_bytes"], int) or row["size_bytes"] <= 0:
             raise ModelError(f"model row: size_bytes must be positive, not {row['size_bytes']!r}")
         pre = row["preprocessing"]
+        # A row without these columns (a catalog from before they existed) is fp32 on onnxruntime.
+        precision = row.get("precision", "fp32")
+        engines = tuple(row.get("engines", ("onnxruntime",)) or ())
+        if precision not in PRECISIONS or not engines or not set(engines) <= set(ENGINES):
+            raise ModelError(f"model row: precision {precision!r} with engines {list(engines)} is not one imgfeat runs",
+                             hint=f"precision: {', '.join(PRECISIONS)}; engines: {', '.join(ENGINES)}")
         return cls(
             name=row["name"],
             architecture=row["architecture"],
@@ -73,6 +90,8 @@ class ModelInfo:
             fixed_batch=row["fixed_batch"],
             sha256=row["sha256"],
             size_bytes=row["size_bytes"],
+            precision=precision,
+            engines=engines,
         )
 
 

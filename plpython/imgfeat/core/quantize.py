@@ -149,3 +149,23 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.einsum("ij,ij->i", a, b)
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def centered_cosine(a: np.ndarray, b: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of ``a - mean`` and ``b - mean`` (float [N, D] and float [D]):
+    float64 [N] (0 where a centered row is all zero).
+
+    The pooled features of a ReLU network are non-negative and share a large mean vector, so a
+    plain cosine is near 1 for almost any two images; subtracting the reference features' mean
+    (``mean``: usually the fp32 features' mean over the images compared) first measures how far
+    a variant moves what distinguishes one image from another.
+
+    Raises:
+        ValueError: shapes that do not broadcast (``a`` and ``b`` [N, D], ``mean`` [D]).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or mean.shape != a.shape[1:]:
+        raise ValueError(f"centered_cosine wants [N, D], [N, D], [D]; got {a.shape}, {b.shape}, {mean.shape}")
+    return cosine_similarity(a - mean, b - mean)

@@ -35,16 +35,36 @@ DEFAULT_CACHE_SIZE = 2
 
 @dataclass
 class LoadedModel:
-    """An onnxruntime session with what is needed to feed it: the registered model's name,
-    the sha256 of its bytes, its input and output tensors, whether its batch is fixed to 1."""
+    """A session with what is needed to feed it: the registered model's name, the sha256 of its
+    bytes, its input and output tensors, whether its batch is fixed to 1, its precision, and the
+    engine and route that run it (:func:`load`)."""
 
     name: str
     sha256: str
-    session: ort.InferenceSession
+    session: Any
+    """An onnxruntime ``InferenceSession``, or an :class:`~imgfeat.core.engines.OpenVinoSession`."""
     input_name: str
     output_name: str
     fixed_batch: bool
     load_seconds: float = 0.0
+    precision: str = "fp32"
+    engine: str = "onnxruntime"
+    route: str = "cpu"
+    """``cpu`` (onnxruntime's CPU execution provider), ``plugin`` (onnxruntime's OpenVINO
+    execution provider plugin) or ``runtime`` (OpenVINO's own API)."""
+
+    def threads(self) -> int:
+        """The intra-op threads the session runs on (OpenVINO's ``INFERENCE_NUM_THREADS``, or
+        onnxruntime's ``intra_op_num_threads``; 0: the engine's default)."""
+        own = getattr(self.session, "threads", None)
+        if own is not None:
+            return int(own())
+        return int(self.session.get_session_options().intra_op_num_threads)
+
+    def kernels(self) -> dict[str, int] | None:
+        """Convolution and matrix-product kernels by type (OpenVINO's own API only), else None."""
+        kernels = getattr(self.session, "kernels", None)
+        return kernels() if kernels is not None else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Features for a float32 NCHW batch: returns float32 [N, D].
@@ -81,6 +101,45 @@ def create_session(model: str | bytes, intra_op_threads: int, inter_op_threads: 
     )
 
 
+def load(info: Any, model: str | bytes, intra_op_threads: int, inter_op_threads: int) -> LoadedModel:
+    """The session for a registered model (``info``: a :class:`~imgfeat.core.model_info.ModelInfo`)
+    at the precision the catalog records, on the first of its engines this server has
+    (:mod:`imgfeat.core.engines`). fp32 models run on onnxruntime's CPU provider exactly as
+    :func:`create_session` runs them.
+
+    Raises:
+        EngineUnavailableError: none of the model's engines can run it here (the error of
+            the last one says what is missing); never a silent change of engine or precision.
+    """
+    from . import engines
+    from .errors import EngineUnavailableError, ModelError
+
+    precision = getattr(info, "precision", "fp32")
+    chosen: list[str] = list(getattr(info, "engines", ("onnxruntime",)))
+    failure: Exception | None = None
+    for engine in chosen:
+        if engine == "onnxruntime":
+            if precision == "bf16":
+                raise EngineUnavailableError("onnxruntime's CPU provider has no bf16 kernels")
+            session, route = create_session(model, intra_op_threads, inter_op_threads), "cpu"
+        elif engine == "openvino":
+            try:
+                session, route = engines.openvino_session(
+                    model, precision, intra_op_threads, session_options(intra_op_threads, inter_op_threads))
+            except EngineUnavailableError as exc:
+                failure = exc
+                continue
+        else:
+            raise ModelError(f"unknown engine {engine!r}", hint=f"one of {', '.join(engines.ENGINES)}")
+        return LoadedModel(
+            name=info.name, sha256=info.sha256, session=session, input_name=info.input_name,
+            output_name=info.output_name, fixed_batch=info.fixed_batch, precision=precision, engine=engine,
+            route=route,
+        )
+    assert failure is not None
+    raise failure
+
+
 class SessionCache(LruCache[LoadedModel]):
     """The backend's loaded models, by name: a :class:`~imgfeat.core.cache.LruCache` whose
     version is the model's sha256, input and output names and the session options."""
@@ -101,7 +160,10 @@ class SessionCache(LruCache[LoadedModel]):
         return {
             **super().info(),
             "loaded": [
-                {"name": m.name, "sha256": m.sha256, "load_seconds": round(m.load_seconds, 4)} for m in self.values()
+                {"name": m.name, "sha256": m.sha256, "load_seconds": round(m.load_seconds, 4),
+                 "precision": m.precision, "engine": m.engine, "route": m.route, "threads": m.threads(),
+                 "kernels": m.kernels()}
+                for m in self.values()
             ],
         }
 

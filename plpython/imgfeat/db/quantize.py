@@ -1,5 +1,8 @@
-"""``imgfeat.quantize_model``: an int8 variant of a registered featurizer, calibrated on images
-of a table the caller names, registered as a model of its own (see :mod:`imgfeat.core.quantize`)."""
+"""Precision variants of a registered fp32 featurizer, each registered as a model of its own
+(precision is part of a model's identity: features in a table never change because a server's
+CPU did). ``imgfeat.quantize_model``: int8, calibrated on images of a table the caller names
+(see :mod:`imgfeat.core.quantize`). ``imgfeat.register_bf16_model``: bf16, the same graph run
+by OpenVINO with bf16 arithmetic (see :mod:`imgfeat.core.engines`)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,70 @@ half a minute of calibration for resnet50 on 2 cores."""
 MAX_CALIBRATION_ROWS = 4096
 
 
+def check_fp32_base(info: Any) -> None:
+    """Variants are made of fp32 models only.
+
+    Raises:
+        InvalidParameterError: ``info`` is itself a bf16 or int8 variant.
+    """
+    if info.precision != "fp32":
+        raise InvalidParameterError(
+            f"model {info.name!r} is a {info.precision} variant: variants are made of fp32 models",
+            hint="Name the fp32 model it was made of.",
+        )
+
+
+def register_bf16(plpy: Any, model_name: str | None, new_name: str | None, replace: bool) -> str:
+    """``imgfeat.register_bf16_model``: register the fp32 model ``model_name``'s graph again as
+    ``new_name`` (default ``<model_name>-bf16``) with precision bf16 and engine openvino; it
+    keeps the base model's architecture, preprocessing, feature layer and dimension, and weights
+    origin. A NOTICE says when this server cannot run it (no bf16 instructions, or no OpenVINO).
+
+    Returns:
+        The new model's name.
+
+    Raises:
+        ModelNotFoundError: unknown base model.
+        InvalidParameterError: NULL arguments, a base that is not fp32, new_name equal to it.
+        ModelError: the new name is taken (without ``replace``).
+    """
+    from ..core import engines
+
+    if model_name is None:
+        raise InvalidParameterError("model_name must not be NULL")
+    reg = state.registry_of(plpy)
+    info = reg.info(model_name)
+    check_fp32_base(info)
+    name = new_name or f"{model_name}-bf16"
+    if name == model_name:
+        raise InvalidParameterError("new_name must differ from the fp32 model's name")
+    registry.store(
+        plpy,
+        name=name,
+        onnx_bytes=reg.read_bytes(info),
+        architecture=info.architecture,
+        input_width=info.input_width,
+        input_height=info.input_height,
+        feature_dim=info.feature_dim,
+        preprocessing=info.preprocessing,
+        weights_origin=info.weights_origin,
+        input_name=info.input_name,
+        output_name=info.output_name,
+        fixed_batch=info.fixed_batch,
+        replace=bool(replace),
+        feature_layer=reg.catalog_row(model_name)["feature_layer"],
+        precision="bf16",
+    )
+    cpu = engines.cpu()
+    missing = []
+    if cpu.bf16_isa is None:
+        missing.append(f"this CPU ({cpu.model}) has no bf16 instructions (neither amx_bf16 nor avx512_bf16)")
+    if engines.plugin().cpu_device is None and engines.runtime().core is None:
+        missing.append("neither onnxruntime's OpenVINO plugin nor OpenVINO's own API can run models here")
+    if missing:
+        plpy.notice(f"imgfeat: model {name!r} is registered, but this server cannot run it",
+                    detail="; ".join(missing) + ".", hint="SELECT imgfeat.python_info()::jsonb -> 'openvino'")
+    return name
 
 
 def calibration_images(plpy: Any, source: str, image_column: str, rows: int) -> tuple[list[bytes], list[ImgfeatError]]:
@@ -94,6 +161,7 @@ def quantize_registered(
         )
     reg = state.registry_of(plpy)
     info = reg.info(model_name)
+    check_fp32_base(info)
     name = new_name or f"{model_name}-int8"
     if name == model_name:
         raise InvalidParameterError("new_name must differ from the model being quantized")
@@ -130,6 +198,8 @@ def quantize_registered(
         output_name=info.output_name,
         fixed_batch=info.fixed_batch,
         replace=replace,
+        feature_layer=reg.catalog_row(model_name)["feature_layer"],
+        precision="int8",
     )
     if errors:
         plpy.notice(

@@ -179,12 +179,19 @@ def store(
     fixed_batch: bool,
     replace: bool,
     feature_layer: str = "pooled",
+    precision: str = "fp32",
+    engines: tuple[str, ...] | None = None,
 ) -> str:
     """Insert (or with ``replace``, overwrite) a model and its chunks; returns the sha256 hex digest.
+    ``precision`` (fp32, bf16, int8) and ``engines`` (default: the precision's
+    :data:`~imgfeat.core.engines.DEFAULT_ENGINES`) are recorded with it.
 
     Raises:
         ModelError: unknown weights origin, or the name exists and ``replace`` is false.
     """
+    from ..core.engines import DEFAULT_ENGINES
+
+    engines = tuple(engines or DEFAULT_ENGINES[precision])
     if weights_origin not in WEIGHTS_ORIGINS:
         raise ModelError(
             f"weights_origin must be one of {', '.join(WEIGHTS_ORIGINS)}, not {weights_origin!r}"
@@ -200,14 +207,17 @@ def store(
         plpy.execute(plpy.prepare("DELETE FROM imgfeat.models WHERE name = $1", ["text"]), [name])
     insert = plpy.prepare(
         "INSERT INTO imgfeat.models (name, architecture, input_width, input_height, feature_dim, "
-        "preprocessing, weights_origin, input_name, output_name, fixed_batch, sha256, size_bytes, feature_layer) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)",
-        ["text", "text", "int4", "int4", "int4", "text", "text", "text", "text", "bool", "text", "int8", "text"],
+        "preprocessing, weights_origin, input_name, output_name, fixed_batch, sha256, size_bytes, feature_layer, "
+        "precision, engines) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        ["text", "text", "int4", "int4", "int4", "text", "text", "text", "text", "bool", "text", "int8", "text",
+         "text", "text[]"],
     )
     plpy.execute(
         insert,
         [name, architecture, input_width, input_height, feature_dim, json.dumps(preprocessing.to_json()),
-         weights_origin, input_name, output_name, fixed_batch, sha, len(onnx_bytes), feature_layer],
+         weights_origin, input_name, output_name, fixed_batch, sha, len(onnx_bytes), feature_layer,
+         precision, list(engines)],
     )
     chunk = plpy.prepare(
         "INSERT INTO imgfeat.model_chunks (model_name, chunk_no, data) VALUES ($1, $2, $3)",

@@ -33,7 +33,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-PACKAGES = ("numpy", "onnxruntime", "PIL", "sklearn", "onnx")
+PACKAGES = ("numpy", "onnxruntime", "PIL", "sklearn", "onnx", "openvino", "onnxruntime_ep_openvino")
 """The server-side packages ``python_info()`` reports."""
 
 _ERROR_CLASS: list[type] = []
@@ -197,6 +197,15 @@ def quantize_model(
 
 
 @entry_point
+def register_bf16_model(plpy: Any, model_name: str, new_name: str | None, replace: bool) -> dict[str, Any]:
+    """``imgfeat.register_bf16_model``: see :func:`imgfeat.db.quantize.register_bf16`; returns the
+    new ``imgfeat.models`` row."""
+    from . import quantize, state
+
+    return state.registry_of(plpy).catalog_row(quantize.register_bf16(plpy, model_name, new_name, bool(replace)))
+
+
+@entry_point
 def python_info(plpy: Any) -> str:
     """``imgfeat.python_info()`` as JSON text: interpreter, sys.path, package versions, threads, cache."""
     info: dict[str, Any] = {
@@ -228,6 +237,14 @@ def python_info(plpy: Any) -> str:
         info["session_cache"] = state.sessions().info()
     except ImportError as exc:
         info["onnxruntime"] = f"unavailable: {exc}"
+    try:
+        from ..core import engines
+
+        # The CPU's matrix units, whether onnxruntime's OpenVINO plugin loaded and which devices
+        # it offers, and OpenVINO's own API (loading them here, if this backend had not yet).
+        info["openvino"] = engines.report()
+    except ImportError as exc:
+        info["openvino"] = f"unavailable: {exc}"
     return json.dumps(info)
 
 

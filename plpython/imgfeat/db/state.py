@@ -268,10 +268,11 @@ def passed_model_info(plpy: Any, name: str, row: dict[str, Any] | None) -> Model
 
 
 def session_for(plpy: Any, info: ModelInfo, current: Settings) -> runtime.LoadedModel:
-    """The backend's onnxruntime session for the registered model ``info``.
+    """The backend's session for the registered model ``info``: at the precision and on the first
+    available of the engines its catalog row records (:func:`imgfeat.core.runtime.load`).
 
     No SPI when it is cached. The cache is keyed by the model's bytes (sha256), its input and
-    output and the thread settings; what the catalog says about the model otherwise
+    output, its precision and engines and the thread settings; what the catalog says about the model otherwise
     (preprocessing, feature_dim) is the caller's ``info``, read for every call, never the
     cache's. On a miss the ONNX bytes come from the server-side file cache
     (``<data directory>/imgfeat_models/<sha256>.onnx``, verified) or, outside parallel mode,
@@ -280,6 +281,7 @@ def session_for(plpy: Any, info: ModelInfo, current: Settings) -> runtime.Loaded
 
     Raises:
         ModelError: bytes missing from the file cache in parallel mode, or corrupt.
+        EngineUnavailableError: none of the model's engines can run it on this server.
     """
     _SESSIONS.shrink(current.session_cache_size)
 
@@ -297,13 +299,10 @@ def session_for(plpy: Any, info: ModelInfo, current: Settings) -> runtime.Loaded
             data = registry_of(plpy).stream_to_cache(info)
             if data is None:  # the cache directory is not writable: hold the bytes instead
                 data = registry_of(plpy).read_bytes(info)
-        session = runtime.create_session(data, current.intra_op_num_threads, current.inter_op_num_threads)
-        return runtime.LoadedModel(
-            name=info.name, sha256=info.sha256, session=session, input_name=info.input_name,
-            output_name=info.output_name, fixed_batch=info.fixed_batch,
-        )
+        # The precision and engines are the catalog row's (``info``), never a setting's.
+        return runtime.load(info, data, current.intra_op_num_threads, current.inter_op_num_threads)
 
-    key = (info.sha256, info.input_name, info.output_name, info.fixed_batch,
+    key = (info.sha256, info.input_name, info.output_name, info.fixed_batch, info.precision, info.engines,
            current.intra_op_num_threads, current.inter_op_num_threads)
     model = _SESSIONS.get(info.name, key, load)  # type: ignore[arg-type]
     if info.weights_origin == "synthetic" and info.name not in _SYNTHETIC_NOTICED:

@@ -137,7 +137,8 @@ def test_forged_model_rows_are_refused(alice: psycopg.Connection[Any], face_byte
     victim.write_bytes(b"keep me")
     forged_path = (
         "SELECT imgfeat_internal.featurize_image(%s, ROW('zz', 'resnet18', 224, 224, 512, "
-        "'{\"width\": 224, \"height\": 224}', 'custom', 'input', 'features', false, '/tmp/imgfeat_victim', 6, now(), 'pooled')"
+        "'{\"width\": 224, \"height\": 224}', 'custom', 'input', 'features', false, '/tmp/imgfeat_victim', 6, now(), 'pooled', "
+        "'fp32', '{onnxruntime}')"
         "::imgfeat.models, 'zz', NULL, NULL, NULL, NULL, NULL, NULL)"
     )
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -160,6 +161,9 @@ def test_model_rows_are_checked_where_they_name_files_or_size_memory() -> None:
         ModelInfo.from_row({**row, "sha256": "/tmp/imgfeat_victim"})
     with pytest.raises(InvalidParameterError, match="input size"):
         ModelInfo.from_row({**row, "preprocessing": {"width": 10000, "height": 10000}})
+    for precision, engines in (("fp16", ["onnxruntime"]), ("bf16", ["tensorrt"]), ("int8", [])):
+        with pytest.raises(ModelError, match="is not one imgfeat runs"):
+            ModelInfo.from_row({**row, "precision": precision, "engines": engines})
 
 
 def test_errors_and_jobs_are_visible_to_who_can_read_the_source(

@@ -143,3 +143,24 @@ def test_every_upgrade_path(server_dsn: str, dsn: str, resnet18: str, trained: s
                 assert not missing and not extra, f"upgrade {path} differs from a fresh install:\nmissing {missing[:3]}\nextra {extra[:3]}"
         finally:
             _drop_db(server_dsn, upgraded)
+
+
+def test_upgrade_records_the_precision_of_existing_models(server_dsn: str, dsn: str, resnet18: str,
+                                                           faces_table: str) -> None:
+    """From 0.2.0 (no precision column): an int8 QDQ model made by imgfeat.quantize_model becomes
+    precision int8 on engines {openvino,onnxruntime}; a float model fp32 on {onnxruntime}."""
+    with psycopg.connect(dsn, autocommit=True) as cur_db:
+        cur_db.execute("SELECT imgfeat.quantize_model(%s, %s::regclass, new_name => 'upgrade-q8', calibration_rows => 2, "
+                       "replace => true)", (resnet18, faces_table))
+    upgraded = _fresh_db(server_dsn, "imgfeat_upgrade_precision")
+    try:
+        with psycopg.connect(upgraded, autocommit=True) as c, psycopg.connect(dsn, autocommit=True) as cur_db:
+            c.execute("CREATE EXTENSION imgfeat VERSION '0.2.0' CASCADE")
+            for name in (resnet18, "upgrade-q8"):
+                assert _copy_rows(cur_db, c, "imgfeat.models", "name = %s", (name,)) == 1
+                assert _copy_rows(cur_db, c, "imgfeat.model_chunks", "model_name = %s", (name,)) >= 1
+            c.execute("ALTER EXTENSION imgfeat UPDATE")
+            rows = dict(((n, (p, e)) for n, p, e in c.execute("SELECT name, precision, engines FROM imgfeat.models")))
+    finally:
+        _drop_db(server_dsn, upgraded)
+    assert rows == {resnet18: ("fp32", ["onnxruntime"]), "upgrade-q8": ("int8", ["openvino", "onnxruntime"])}

@@ -69,9 +69,10 @@ def test_quick_bench_prints_every_target(server_dsn: str, cmu_faces: Path, tmp_p
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = [line for line in proc.stdout.splitlines() if line.startswith("| P")]
     targets = [line.split("|")[1].strip() for line in table]
-    for target in ("P1", "P2", "P3", "P4", "P5", "P6"):
+    for target in ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8"):
         assert target in targets, proc.stdout
     text = "\n".join(table)
+    assert "centered cosine median" in text and "resnet18-bf16" in text and "openvino (" in text
     assert "time breakdown" in text and "decode" in text and "inference" in text and "database" in text
     assert "cosine" in text and "accuracy" in text and "yardstick" in text
     assert f"Weights: resnet18 from {weights}" in proc.stdout

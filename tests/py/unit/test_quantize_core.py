@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from imgfeat.core.quantize import TensorReader, cosine_similarity
+from imgfeat.core.quantize import TensorReader, centered_cosine, cosine_similarity
 
 
 def test_tensor_reader_batches_and_rewinds() -> None:
@@ -17,6 +18,18 @@ def test_tensor_reader_batches_and_rewinds() -> None:
     reader.rewind()
     first = reader.get_next()
     assert first is not None and np.array_equal(first["input"], x[:2])
+
+
+def test_centered_cosine() -> None:
+    """A shared mean makes a plain cosine near 1 for unrelated rows; centering removes it."""
+    mean = np.array([10.0, 10.0, 10.0])
+    a = mean + np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    b = mean + np.array([[0.0, 1.0, 0.0], [0.0, 4.0, 0.0]])
+    assert cosine_similarity(a, b)[0] > 0.99
+    np.testing.assert_allclose(centered_cosine(a, b, mean), [0.0, 1.0])
+    np.testing.assert_allclose(centered_cosine(a, a, np.zeros(3)), [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"\[N, D\]"):
+        centered_cosine(a, b, mean[:2])
 
 
 def test_cosine_similarity() -> None:
