@@ -154,18 +154,24 @@ class Pinned:
 
     def _view(self, view: str, rel: Relation, what: str, columns: str) -> None:
         plpy = self.plpy
-        now = plpy.execute(self._name, [rel.oid])
-        if not now:
-            raise ConfigurationError(
+
+        def dropped() -> ConfigurationError:
+            return ConfigurationError(
                 f"{what} table {rel.quoted} was dropped while the featurize job ran",
                 detail="The batches committed before stay committed.",
                 hint="Call imgfeat.featurize again to go on (it starts on the table that has the name then).",
             )
+
+        now = plpy.execute(self._name, [rel.oid])
+        if not now:
+            raise dropped()
         quoted = now[0]["quoted"]
         plpy.execute(f"DROP VIEW IF EXISTS {view}")
         plpy.execute(f"CREATE TEMPORARY VIEW {view} AS SELECT {columns} FROM {quoted} s")
         reads = [int(r["oid"]) for r in plpy.execute(self._reads, [view])]
-        if reads != [rel.oid]:
+        if reads != [rel.oid]:  # the name changed hands since it was read: nothing was read through it
+            if not plpy.execute(self._name, [rel.oid]):
+                raise dropped()
             raise InsufficientPrivilegeError(
                 f"{what} table {rel.quoted} was replaced while the featurize job ran: {quoted} is no longer "
                 "the table checked when the job started",

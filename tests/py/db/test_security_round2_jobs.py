@@ -177,3 +177,189 @@ def test_another_roles_domain_does_not_run_in_the_callers_job_or_target(
     assert during == (0,), f"bob's domain check ran as alice {during[0]} times during her job"  # type: ignore[index]
     assert id_type != ("r2_bob.image_id",), "alice's new target was given bob's domain"
     assert later == (0,)
+
+
+# --------------------------------------------------------------------------- beyond the red team's repros
+
+
+def _swap_while_alice_runs(attacker_dsn: str, ready: str, swap: list[str], call: str, alice: psycopg.Connection[Any],
+                           params: tuple[Any, ...]) -> tuple[bool, psycopg.Error | None]:
+    """Run ``call`` as alice while bob, from his own connection, runs the statements ``swap`` in one
+    transaction as soon as the query ``ready`` answers true (retrying while alice's batch holds
+    its locks). Returns whether bob swapped, and alice's error if her job stopped."""
+    done = threading.Event()
+    swapped: list[bool] = []
+
+    def attack() -> None:
+        with connect_as(attacker_dsn, "imgfeat_test_bob") as attacker:
+            attacker.execute("SET lock_timeout = '20ms'")
+            deadline = time.monotonic() + 60
+            while not done.is_set() and time.monotonic() < deadline:
+                if attacker.execute(ready).fetchone() == (True,):
+                    try:
+                        with attacker.transaction():
+                            for statement in swap:
+                                attacker.execute(statement)
+                        swapped.append(True)
+                        return
+                    except psycopg.Error:
+                        pass
+                time.sleep(0.001)
+
+    thread = threading.Thread(target=attack)
+    thread.start()
+    error: psycopg.Error | None = None
+    try:
+        alice.execute(call, params)
+    except psycopg.Error as exc:
+        error = exc
+    finally:
+        done.set()
+        thread.join()
+    return bool(swapped), error
+
+
+@pytest.fixture
+def bobs_loot(conn: psycopg.Connection[Any], bob: psycopg.Connection[Any]) -> Iterator[str]:
+    """Bob's schema r2_loot: a table anyone may insert into, and a function that copies alice's
+    secret there (as whoever runs it) and returns true."""
+    conn.execute("DROP SCHEMA IF EXISTS r2_loot CASCADE")
+    conn.execute("CREATE SCHEMA r2_loot AUTHORIZATION imgfeat_test_bob")
+    bob.execute("GRANT USAGE ON SCHEMA r2_loot TO PUBLIC")
+    bob.execute("CREATE TABLE r2_loot.loot (who name, what text); GRANT INSERT ON r2_loot.loot TO PUBLIC")
+    bob.execute(
+        "CREATE FUNCTION r2_loot.steal() RETURNS boolean LANGUAGE plpgsql AS $f$ BEGIN "
+        "INSERT INTO r2_loot.loot SELECT current_user, (SELECT string_agg(s, ',') FROM public.alice_r2_secret); "
+        "RETURN true; EXCEPTION WHEN others THEN RETURN true; END $f$"
+    )
+    bob.execute(
+        "CREATE FUNCTION r2_loot.steal_trigger() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN "
+        "PERFORM r2_loot.steal(); RETURN NEW; END $f$"
+    )
+    yield "r2_loot.loot"
+    conn.execute("DROP SCHEMA IF EXISTS r2_loot CASCADE")
+
+
+def test_a_renamed_schema_does_not_redirect_the_jobs_writes(
+    conn: psycopg.Connection[Any], alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], bobs_schema: str,
+    bobs_loot: str, resnet18: str,
+) -> None:
+    """Renaming a schema takes no lock on its tables: bob, who owns r2_shared (and may CREATE in
+    the database), renames it while alice's job writes to r2_shared.out and puts a new r2_shared
+    with an out table of his own (and a trigger) under the old name. Every batch must still go to
+    alice's table (now r2_shared_old.out), and bob's trigger never run."""
+    database = conn.info.dbname
+    conn.execute("DROP SCHEMA IF EXISTS r2_shared_old CASCADE")
+    conn.execute(f'GRANT CREATE ON DATABASE "{database}" TO imgfeat_test_bob')
+    try:
+        swapped, error = _swap_while_alice_runs(
+            bob.info.dsn,
+            "SELECT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = to_regclass('r2_shared.out') "
+            "AND c.relowner = 'imgfeat_test_alice'::regrole)",
+            [
+                "ALTER SCHEMA r2_shared RENAME TO r2_shared_old",
+                "CREATE SCHEMA r2_shared",
+                "GRANT USAGE, CREATE ON SCHEMA r2_shared TO PUBLIC",
+                "CREATE TABLE r2_shared.out (id int, model_name text, features real[], "
+                "featurized_at timestamptz DEFAULT now(), PRIMARY KEY (id, model_name))",
+                "GRANT SELECT, INSERT ON r2_shared.out TO PUBLIC",
+                "CREATE TRIGGER steal BEFORE INSERT ON r2_shared.out FOR EACH ROW EXECUTE FUNCTION r2_loot.steal_trigger()",
+            ],
+            "CALL imgfeat.featurize('public.alice_r2_src', 'r2_shared.out', %s, batch_size => 1)",
+            alice,
+            (resnet18,),
+        )
+        assert swapped, "the attacker never found the moment to rename the schema (test setup)"
+        assert error is None, f"alice's job into her renamed table stopped: {error}"
+        loot = bob.execute("SELECT who::text, what, count(*) FROM r2_loot.loot GROUP BY 1, 2").fetchall()
+        assert loot == [], f"bob's trigger ran as alice inside her featurize job: {loot}"
+        assert bob.execute("SELECT count(*) FROM r2_shared.out").fetchone() == (0,)
+        assert alice.execute("SELECT count(*) FROM r2_shared_old.out").fetchone() == (20,)
+    finally:
+        conn.execute("DROP SCHEMA IF EXISTS r2_shared_old CASCADE")
+        conn.execute(f'REVOKE CREATE ON DATABASE "{database}" FROM imgfeat_test_bob')
+
+
+def test_a_source_swapped_between_batches_is_not_read(
+    alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], bobs_schema: str, bobs_loot: str, resnet18: str
+) -> None:
+    """Alice featurizes her table r2_shared.src, in bob's schema, into her own public table. Bob,
+    as the schema's owner, drops her source between batches and puts a view of his under its
+    name whose function would run as alice when read. The job must stop (what was committed
+    stays), naming the source and why, without reading the view."""
+    alice.execute("DROP TABLE IF EXISTS public.alice_r2_out")
+    alice.execute("CREATE TABLE r2_shared.src (id int PRIMARY KEY, image bytea)")
+    alice.execute("INSERT INTO r2_shared.src SELECT id, image FROM public.alice_r2_src")
+    try:
+        swapped, error = _swap_while_alice_runs(
+            bob.info.dsn,
+            "SELECT to_regclass('public.alice_r2_out') IS NOT NULL",
+            [
+                "DROP TABLE r2_shared.src",
+                "CREATE VIEW r2_shared.src AS SELECT g AS id, NULL::bytea AS image FROM generate_series(1, 40) g "
+                "WHERE r2_loot.steal()",
+                "GRANT SELECT ON r2_shared.src TO PUBLIC",
+            ],
+            "CALL imgfeat.featurize('r2_shared.src', 'public.alice_r2_out', %s, batch_size => 1, on_error => 'skip')",
+            alice,
+            (resnet18,),
+        )
+        assert swapped, "the attacker never found the moment to swap the source (test setup)"
+        loot = bob.execute("SELECT who::text, what, count(*) FROM r2_loot.loot GROUP BY 1, 2").fetchall()
+        assert loot == [], f"bob's view ran its function as alice inside her featurize job: {loot}"
+        done = alice.execute("SELECT count(*) FROM public.alice_r2_out").fetchone()[0]  # type: ignore[index]
+        if done < 20:  # else bob swapped after the last batch
+            assert error is not None, f"the job ended after {done} of 20 rows without an error"
+        if error is not None:
+            assert error.sqlstate == "55000", error
+            assert "source table r2_shared.src was dropped" in str(error.diag.message_primary)
+    finally:
+        alice.execute("DROP TABLE IF EXISTS public.alice_r2_out")
+
+
+def test_an_existing_target_with_another_roles_domain_is_refused(
+    alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], bobs_domain_source: str, resnet18: str
+) -> None:
+    """A target alice made herself (or one an earlier imgfeat created) whose id column is of bob's
+    domain: storing an id would run bob's CHECK as alice. The job refuses it before any row."""
+    alice.execute(
+        "CREATE TABLE public.alice_r2_feats (id r2_bob.image_id, model_name text, features real[], "
+        "PRIMARY KEY (id, model_name))"
+    )
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as exc:
+        alice.execute("CALL imgfeat.featurize(%s, 'public.alice_r2_feats', %s)", (bobs_domain_source, resnet18))
+    assert "public.alice_r2_feats" in str(exc.value.diag.message_primary)
+    assert "r2_bob.image_id" in str(exc.value.diag.message_primary)
+    assert bob.execute("SELECT count(*) FROM r2_bob.loot").fetchone() == (0,)
+
+
+def test_ids_of_a_domain_chain_are_stored_as_its_base_type(
+    conn: psycopg.Connection[Any], alice: psycopg.Connection[Any], resnet18: str
+) -> None:
+    """A source id of a domain over a domain over varchar(12): the new target's id is
+    ``character varying(12)``, and every row is featurized (resumes find them done). A domain
+    over bytea is no id type."""
+    conn.execute("GRANT CREATE ON SCHEMA public TO imgfeat_test_alice")
+    alice.execute("DROP TABLE IF EXISTS public.alice_r2_dsrc, public.alice_r2_dout")
+    alice.execute("DROP DOMAIN IF EXISTS public.alice_r2_code, public.alice_r2_key, public.alice_r2_blob")
+    alice.execute("CREATE DOMAIN public.alice_r2_key AS varchar(12) CHECK (VALUE <> '')")
+    alice.execute("CREATE DOMAIN public.alice_r2_code AS public.alice_r2_key")
+    alice.execute("CREATE DOMAIN public.alice_r2_blob AS bytea")
+    try:
+        alice.execute("CREATE TABLE public.alice_r2_dsrc (id public.alice_r2_code PRIMARY KEY, image bytea, "
+                      "blob public.alice_r2_blob)")
+        for i in range(1, 5):
+            alice.execute("INSERT INTO public.alice_r2_dsrc VALUES (%s, %s, 'x')", (f"img-{i}", _png(32, 32, "RGB", (i * 40, 9, 9))))
+        call = "CALL imgfeat.featurize('public.alice_r2_dsrc', 'public.alice_r2_dout', %s, id_column => %s, batch_size => 3)"
+        alice.execute(call, (resnet18, "id"))
+        alice.execute(call, (resnet18, "id"))
+        assert alice.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'public.alice_r2_dout'::regclass AND attname = 'id'"
+        ).fetchone() == ("character varying(12)",)
+        assert alice.execute("SELECT count(*), count(DISTINCT id) FROM public.alice_r2_dout").fetchone() == (4, 4)
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="must be a scalar type"):
+            alice.execute(call, (resnet18, "blob"))
+    finally:
+        alice.execute("DROP TABLE IF EXISTS public.alice_r2_dsrc, public.alice_r2_dout")
+        alice.execute("DROP DOMAIN IF EXISTS public.alice_r2_code, public.alice_r2_key, public.alice_r2_blob")
