@@ -363,3 +363,23 @@ def test_ids_of_a_domain_chain_are_stored_as_its_base_type(
     finally:
         alice.execute("DROP TABLE IF EXISTS public.alice_r2_dsrc, public.alice_r2_dout")
         alice.execute("DROP DOMAIN IF EXISTS public.alice_r2_code, public.alice_r2_key, public.alice_r2_blob")
+
+
+def test_the_spark_path_gives_a_new_target_the_base_type_too(
+    alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], bobs_domain_source: str
+) -> None:
+    """``imgfeat spark featurize`` resolves its source and creates its target with the same
+    catalog code: the id type it passes to the target and to its executors' casts is the type
+    under bob's domain, so his CHECK runs neither there nor on later inserts."""
+    from imgfeat_loader import spark
+
+    src = spark.source_table(alice, bobs_domain_source, "id", "image")
+    assert src.id_type == "integer"
+    quoted = spark.prepare_target(alice, "public.alice_r2_feats", src.id_type)
+    assert quoted == "public.alice_r2_feats"
+    assert alice.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'public.alice_r2_feats'::regclass AND attname = 'id'"
+    ).fetchone() == ("integer",)
+    alice.execute("INSERT INTO public.alice_r2_feats (id, model_name, features) VALUES (7, 'mine', '{1}')")
+    assert bob.execute("SELECT count(*) FROM r2_bob.loot").fetchone() == (0,)
