@@ -8,6 +8,10 @@ featurizes only the rows not yet done. The target has one row per (id, model_nam
 Failed images: with ``on_error => 'skip'`` each is recorded in ``imgfeat.featurize_errors``
 and the job goes on; with ``'raise'`` (the default) the job stops with an ERROR naming the
 id, keeping the batches already committed.
+
+Every transaction of a job reads its source and writes its target through temporary views
+bound to the OIDs it checked when it started (:class:`Pinned`), never by name: a table put
+under either name between batches is never read or written.
 """
 
 from __future__ import annotations

@@ -383,3 +383,18 @@ def test_the_spark_path_gives_a_new_target_the_base_type_too(
     ).fetchone() == ("integer",)
     alice.execute("INSERT INTO public.alice_r2_feats (id, model_name, features) VALUES (7, 'mine', '{1}')")
     assert bob.execute("SELECT count(*) FROM r2_bob.loot").fetchone() == (0,)
+
+
+def test_a_caller_without_the_temporary_privilege_is_told_what_is_missing(
+    conn: psycopg.Connection[Any], alice: psycopg.Connection[Any], bobs_schema: str, resnet18: str
+) -> None:
+    """The job's views are temporary: without TEMPORARY on the database it stops before anything,
+    saying so (42501), instead of failing on its first CREATE."""
+    database = conn.info.dbname
+    conn.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="needs the TEMPORARY privilege"):
+            alice.execute("CALL imgfeat.featurize('public.alice_r2_src', 'public.alice_r2_out', %s)", (resnet18,))
+        assert alice.execute("SELECT to_regclass('public.alice_r2_out')").fetchone() == (None,)
+    finally:
+        conn.execute(f'GRANT TEMPORARY ON DATABASE "{database}" TO PUBLIC')
