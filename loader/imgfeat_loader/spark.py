@@ -378,7 +378,9 @@ def source_table(conn: psycopg.Connection[Any], table: str, id_column: str, imag
             hint="For image files, pass files=GLOB (paths readable by every executor) instead of a table.",
         )
     catalog.check_id_column(rel, id_col)
-    return SourceTable(rel.oid, rel.quoted, id_col.quoted, img_col.quoted, id_col.type)
+    # The type under any domains: the target gets it, the executors cast to it (no domain CHECK,
+    # its owner's code, runs as the job's caller).
+    return SourceTable(rel.oid, rel.quoted, id_col.quoted, img_col.quoted, id_col.base_type)
 
 
 def prepare_target(conn: psycopg.Connection[Any], target: str, id_type: str) -> str:

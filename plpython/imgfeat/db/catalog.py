@@ -85,6 +85,20 @@ class Column:
     """``typname`` of the element type for arrays, else ``None``."""
     typtype: str
     """``pg_type.typtype``: ``b`` base, ``d`` domain, ``e`` enum, ``c`` composite, ``r`` range, ..."""
+    base_type: str = ""
+    """``format_type`` of the type under any domains (``pg_type.typbasetype``, followed to the
+    end, with the domain's typmod), e.g. ``integer`` for a domain over ``int``; the column's own
+    type when it is no domain."""
+    base_typname: str = ""
+    """``typname`` of :attr:`base_type`."""
+    base_element: str | None = None
+    """``typname`` of :attr:`base_type`'s element type for arrays, else ``None``."""
+    base_typtype: str = ""
+    """``typtype`` of :attr:`base_type` (never ``d``)."""
+    foreign_domains: tuple[str, ...] = ()
+    """The domains in the column type's chain that belong to a role whose rights the reader
+    does not have (``pg_has_role(typowner, 'USAGE')``): their CHECK constraints would run
+    their owner's code with the rights of whoever stores a value of that type."""
 
     @property
     def is_enum(self) -> bool:
@@ -118,6 +132,21 @@ class Relation:
         return self.columns[name]
 
 
+BASE_TYPE = (
+    "WITH RECURSIVE d(typ, mod, depth) AS ("
+    "SELECT a.atttypid, a.atttypmod, 0 "
+    "UNION ALL SELECT dt.typbasetype, CASE WHEN dt.typtypmod <> -1 THEN dt.typtypmod ELSE d.mod END, d.depth + 1 "
+    "FROM d JOIN pg_catalog.pg_type dt ON dt.oid = d.typ WHERE dt.typtype = 'd' AND d.depth < 100) "
+    "SELECT (SELECT d.typ FROM d ORDER BY d.depth DESC LIMIT 1) AS typ, "
+    "(SELECT d.mod FROM d ORDER BY d.depth DESC LIMIT 1) AS mod, "
+    "(SELECT pg_catalog.array_agg(pg_catalog.format_type(dt.oid, NULL) ORDER BY d.depth) FROM d "
+    "JOIN pg_catalog.pg_type dt ON dt.oid = d.typ WHERE dt.typtype = 'd' "
+    "AND NOT pg_catalog.pg_has_role(dt.typowner, 'USAGE'))::pg_catalog.text[] AS foreign_domains"
+)
+"""A lateral subquery over a ``pg_attribute a``: the column type under its domains (``typ``,
+``mod``: PostgreSQL's getBaseTypeAndTypmod), and the domains of the chain that belong to roles
+whose rights the reader does not have (``foreign_domains``)."""
+
 READABLE_RELKINDS = ("r", "p", "v", "m", "f")
 """Tables, partitioned tables, views, materialized views and foreign tables."""
 
@@ -147,14 +176,21 @@ def relation(db: Database, source: str | int | None) -> Relation:
         raise InvalidParameterError(f"{row['quoted']} is not a table or view (relkind {row['relkind']!r})")
     cols = db.rows(
         "SELECT a.attname::pg_catalog.text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, "
-        "t.typname::pg_catalog.text AS typname, e.typname::pg_catalog.text AS element, t.typtype::pg_catalog.text AS typtype "
+        "t.typname::pg_catalog.text AS typname, e.typname::pg_catalog.text AS element, t.typtype::pg_catalog.text AS typtype, "
+        "pg_catalog.format_type(b.typ, b.mod) AS base_type, bt.typname::pg_catalog.text AS base_typname, "
+        "be.typname::pg_catalog.text AS base_element, bt.typtype::pg_catalog.text AS base_typtype, b.foreign_domains "
         "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
         "LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' "
+        f"CROSS JOIN LATERAL ({BASE_TYPE}) b "
+        "JOIN pg_catalog.pg_type bt ON bt.oid = b.typ "
+        "LEFT JOIN pg_catalog.pg_type be ON be.oid = bt.typelem AND bt.typcategory = 'A' "
         "WHERE a.attrelid = $1::pg_catalog.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
         row["oid"],
     )
     columns = {
-        c["name"]: Column(c["name"], db.quote_ident(c["name"]), c["type"], c["typname"], c["element"], c["typtype"])
+        c["name"]: Column(c["name"], db.quote_ident(c["name"]), c["type"], c["typname"], c["element"], c["typtype"],
+                          c["base_type"], c["base_typname"], c["base_element"], c["base_typtype"],
+                          tuple(c["foreign_domains"] or ()))
         for c in cols
     }
     return Relation(int(row["oid"]), row["quoted"], row["relkind"], columns)
@@ -178,12 +214,16 @@ def image_column(rel: Relation, name: str | None) -> tuple[Column, bool]:
 
 
 def check_id_column(rel: Relation, col: Column) -> None:
-    """An id column must be a scalar type with an ordering (integer, text, uuid, date, ...).
+    """An id column must be a scalar type with an ordering (integer, text, uuid, date, ...), or a
+    domain over one. The job reads, compares and stores ids as the type under the domains
+    (:attr:`Column.base_type`), so no domain's CHECK runs in it: a domain's constraints are its
+    owner's code, which would run with the caller's rights.
 
     Raises:
-        InvalidParameterError: bytea, json, xml, arrays, composites, ranges.
+        InvalidParameterError: bytea, json, xml, arrays, composites, ranges (or a domain over one).
     """
-    if col.typtype not in ("b", "d", "e") or col.element is not None or col.typname in ("bytea", "json", "xml"):
+    if (col.base_typtype not in ("b", "e") or col.base_element is not None
+            or col.base_typname in ("bytea", "json", "xml")):
         raise InvalidParameterError(
             f"id column {col.name!r} is {col.type}: it must be a scalar type with an ordering "
             "(integer, bigint, text, uuid, date, timestamp, ...)",
@@ -192,11 +232,14 @@ def check_id_column(rel: Relation, col: Column) -> None:
 
 
 TARGET_COLUMNS = {"id": None, "model_name": "text", "features": "real[]"}
-"""The columns a features table must have (name -> ``format_type``; the id's type is the source's)."""
+"""The columns a features table must have (name -> ``format_type``; the id's type is the type
+under the source id's domains, :attr:`Column.base_type`)."""
 
 
 def target_ddl(quoted: str, id_type: str) -> str:
-    """``CREATE TABLE`` of a features table: one row per (id, model_name)."""
+    """``CREATE TABLE`` of a features table: one row per (id, model_name). ``id_type`` is a base
+    type (:attr:`Column.base_type`), never a domain: another role's domain in the caller's table
+    would run its owner's CHECK with the caller's rights on every insert."""
     return (
         f"CREATE TABLE {quoted} (id {id_type} NOT NULL, model_name text NOT NULL, "
         "features real[] NOT NULL, featurized_at timestamptz NOT NULL DEFAULT pg_catalog.now(), "
@@ -217,7 +260,8 @@ def target_table(db: Database, target: str | None, id_type: str, default_schema:
     Raises:
         InvalidParameterError: not a valid name, an existing table without the columns of
             :data:`TARGET_COLUMNS` or a unique index on (id, model_name).
-        InsufficientPrivilegeError: an existing target that belongs to another role.
+        InsufficientPrivilegeError: an existing target that belongs to another role, or whose id
+            column is of another role's domain.
     """
     if not target or not target.strip():
         raise InvalidParameterError("target must name a table (table or schema.table)")
@@ -248,6 +292,14 @@ def target_table(db: Database, target: str | None, id_type: str, default_schema:
             "tables that belong to you",
             detail="Another role's table may carry triggers or rules that would run with your rights.",
             hint="Choose a target name of your own (it is created for you), or ask its owner to run the job.",
+        )
+    id_col = rel.columns.get("id")
+    if id_col is not None and id_col.foreign_domains:
+        raise InsufficientPrivilegeError(
+            f"target table {rel.quoted}: its id column is of type {id_col.type}, a domain that belongs to another "
+            f"role ({', '.join(id_col.foreign_domains)}): imgfeat writes no values of another role's domain",
+            detail="A domain's CHECK constraints are its owner's code; storing an id would run it with your rights.",
+            hint=f"ALTER TABLE {rel.quoted} ALTER COLUMN id TYPE {id_col.base_type}; or choose a new target name.",
         )
     for name, typ in TARGET_COLUMNS.items():
         col = rel.columns.get(name)

@@ -8,6 +8,10 @@ featurizes only the rows not yet done. The target has one row per (id, model_nam
 Failed images: with ``on_error => 'skip'`` each is recorded in ``imgfeat.featurize_errors``
 and the job goes on; with ``'raise'`` (the default) the job stops with an ERROR naming the
 id, keeping the batches already committed.
+
+Every transaction of a job reads its source and writes its target through temporary views
+bound to the OIDs it checked when it started (:class:`Pinned`), never by name: a table put
+under either name between batches is never read or written.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import ImageDecodeError, ImgfeatError, InvalidParameterError
+from ..core.errors import (
+    ConfigurationError,
+    ImageDecodeError,
+    ImgfeatError,
+    InsufficientPrivilegeError,
+    InvalidParameterError,
+)
 from ..core.real_text import real_array_rows
 from . import catalog, state
 from .catalog import Column, Relation
@@ -35,8 +45,9 @@ NOTICE_SECONDS = 10.0
 """A progress NOTICE at most this often (seconds), plus one at the end."""
 
 
-def _check_unique_ids(plpy: Any, src: Relation, id_col: Column) -> None:
-    """The target keeps one row per id, so duplicate ids would lose images silently.
+def _check_unique_ids(plpy: Any, src: Relation, id_col: Column, source: str) -> None:
+    """The target keeps one row per id, so duplicate ids would lose images silently. ``source``:
+    the name to read ``src`` by (:attr:`Pinned.SOURCE`).
 
     Raises:
         InvalidParameterError: ids that appear more than once (up to 10 named).
@@ -54,7 +65,7 @@ def _check_unique_ids(plpy: Any, src: Relation, id_col: Column) -> None:
     )
     if not unique:
         dups = plpy.execute(
-            f"SELECT s.{id_col.quoted}::text AS id FROM {src.quoted} s WHERE s.{id_col.quoted} IS NOT NULL "
+            f"SELECT s.{id_col.quoted}::text AS id FROM {source} s WHERE s.{id_col.quoted} IS NOT NULL "
             f"GROUP BY s.{id_col.quoted} HAVING count(*) > 1 ORDER BY 1 LIMIT 10"
         )
         if dups:
@@ -64,9 +75,126 @@ def _check_unique_ids(plpy: Any, src: Relation, id_col: Column) -> None:
                 detail="The target keeps one row of features per id and model.",
                 hint="Featurize a view that gives each image its own id (e.g. row_number() or the primary key).",
             )
-    nulls = plpy.execute(f"SELECT count(*) AS n FROM {src.quoted} s WHERE s.{id_col.quoted} IS NULL")[0]["n"]
+    nulls = plpy.execute(f"SELECT count(*) AS n FROM {source} s WHERE s.{id_col.quoted} IS NULL")[0]["n"]
     if nulls:
         plpy.notice(f"imgfeat.featurize: {nulls} rows of {src.quoted} have a NULL {id_col.name} and are skipped")
+
+
+class Pinned:
+    """The job's source and target, bound to the OIDs checked at the start in every transaction.
+
+    A name is looked up again whenever a statement is planned, and a job's plans are replanned
+    after each of its commits: between two batches, the owner of the target's (or the source's)
+    schema could drop the table and put one of its own under the same name, whose triggers,
+    rules, policies or view functions would run with the caller's rights (or rename the schema
+    and put another one under its name, which locks no table). So the job never names them:
+    in each transaction it creates temporary views ``pg_temp.imgfeat_job_source`` (the id and
+    image columns) and ``pg_temp.imgfeat_job_target`` (id, model_name, features) over the
+    names the OIDs have now, checks that each view reads exactly its OID (``pg_depend``: a name
+    taken over in between shows there), and that the target still belongs to the caller; the
+    views' creation holds a lock on both relations (no DROP, RENAME or OWNER TO until the
+    commit), and every query of the transaction reads and writes through them. They are dropped
+    before each commit, so nothing of the job's stays behind in the catalog between batches (the
+    caller or the schema's owner may drop the tables; the next batch then stops with an error,
+    keeping what was committed).
+    """
+
+    SOURCE = "pg_temp.imgfeat_job_source"
+    TARGET = "pg_temp.imgfeat_job_target"
+
+    def __init__(self, plpy: Any, src: Relation, id_col: Column, img_col: Column) -> None:
+        self.plpy = plpy
+        self.src = src
+        self.columns = f"s.{id_col.quoted}, s.{img_col.quoted}"
+        self.tgt: Relation | None = None
+        self.open = False
+        self._name = plpy.prepare(
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS quoted, "
+            "pg_catalog.pg_get_userbyid(c.relowner)::pg_catalog.text AS owner, "
+            "pg_catalog.pg_has_role(c.relowner, 'USAGE') AS mine "
+            "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = $1::pg_catalog.oid",
+            ["int8"],
+        )
+        self._reads = plpy.prepare(  # the relations a view's rule reads, besides the view itself
+            "SELECT DISTINCT d.refobjid::pg_catalog.int8 AS oid FROM pg_catalog.pg_rewrite r "
+            "JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid "
+            "AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class "
+            "WHERE r.ev_class = $1::pg_catalog.regclass",
+            ["text"],
+        )
+
+    def check_temp_privilege(self) -> None:
+        """The views need the TEMPORARY privilege on the database.
+
+        Raises:
+            InsufficientPrivilegeError: the caller may not create temporary tables.
+        """
+        ok = self.plpy.execute(
+            "SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'TEMPORARY') AS ok"
+        )[0]["ok"]
+        if not ok:
+            raise InsufficientPrivilegeError(
+                "CALL imgfeat.featurize needs the TEMPORARY privilege on this database",
+                detail="A job reads its source and writes its target through temporary views bound to the "
+                "tables checked when it started, so that no table put under their names later is used.",
+                hint="GRANT TEMPORARY ON DATABASE <db> TO <role>;",
+            )
+
+    def ensure(self) -> None:
+        """Create this transaction's views, if not yet (see the class docstring).
+
+        Raises:
+            ConfigurationError: the source or target was dropped while the job ran.
+            InsufficientPrivilegeError: the target no longer belongs to the caller, or a name
+                did not lead to the checked OID.
+        """
+        if self.open:
+            return
+        self.open = True  # close() drops whatever part was created
+        self._view(self.SOURCE, self.src, "source", self.columns)
+        if self.tgt is not None:
+            self._view(self.TARGET, self.tgt, "target", "s.id, s.model_name, s.features")
+
+    def _view(self, view: str, rel: Relation, what: str, columns: str) -> None:
+        plpy = self.plpy
+
+        def dropped() -> ConfigurationError:
+            return ConfigurationError(
+                f"{what} table {rel.quoted} was dropped while the featurize job ran",
+                detail="The batches committed before stay committed.",
+                hint="Call imgfeat.featurize again to go on (it starts on the table that has the name then).",
+            )
+
+        now = plpy.execute(self._name, [rel.oid])
+        if not now:
+            raise dropped()
+        quoted = now[0]["quoted"]
+        plpy.execute(f"DROP VIEW IF EXISTS {view}")
+        plpy.execute(f"CREATE TEMPORARY VIEW {view} AS SELECT {columns} FROM {quoted} s")
+        reads = [int(r["oid"]) for r in plpy.execute(self._reads, [view])]
+        if reads != [rel.oid]:  # the name changed hands since it was read: nothing was read through it
+            if not plpy.execute(self._name, [rel.oid]):
+                raise dropped()
+            raise InsufficientPrivilegeError(
+                f"{what} table {rel.quoted} was replaced while the featurize job ran: {quoted} is no longer "
+                "the table checked when the job started",
+                detail="The batches committed before stay committed; nothing was written to the new table.",
+            )
+        if what == "target":
+            owner = plpy.execute(self._name, [rel.oid])[0]  # locked now: stays so until the commit
+            if not owner["mine"]:
+                raise InsufficientPrivilegeError(
+                    f"target table {quoted} now belongs to {owner['owner']}: imgfeat writes features only into "
+                    "tables that belong to you",
+                    detail="The batches committed before stay committed.",
+                )
+
+    def close(self) -> None:
+        """Drop this transaction's views (before its commit)."""
+        if self.open:
+            self.open = False
+            self.plpy.execute(f"DROP VIEW IF EXISTS {self.TARGET}, {self.SOURCE}")
 
 
 def _lock_job(plpy: Any, src: Relation, tgt: Relation, model_name: str) -> None:
@@ -176,25 +304,53 @@ def _featurize(
     id_col = src.column(id_column, "id")
     img_col, from_paths = catalog.image_column(src, image_column)
     catalog.check_id_column(src, id_col)
+    pinned = Pinned(plpy, src, id_col, img_col)
+    pinned.check_temp_privilege()
+    try:
+        _run(plpy, caller, db, src, id_col, img_col, from_paths, pinned, target, model_name, batch_size, on_error)
+    finally:
+        try:
+            pinned.close()
+        except plpy.SPIError:  # a failed transaction: its rollback drops them
+            pass
+
+
+def _run(
+    plpy: Any, caller: state.Caller, db: catalog.Database, src: Relation, id_col: Column, img_col: Column,
+    from_paths: bool, pinned: Pinned, target: str, model_name: str, batch_size: int, on_error: str,
+) -> None:
+    """The job once its source is known: every query reads and writes through ``pinned``, and
+    every commit drops its views first (``commit`` below)."""
+    # Ids are read, compared and stored as the type under any domain (a domain's CHECK is its
+    # owner's code, which would run with the caller's rights): base is that type's name.
+    base = id_col.base_type
+    pinned.ensure()
     current = state.current_settings(plpy)
     info = state.model_info(plpy, model_name)
     model = state.session_for(plpy, info, current)
     root = state.image_root(plpy) if from_paths else None
-    _check_unique_ids(plpy, src, id_col)
-    tgt = catalog.target_table(db, target, id_col.type, caller.schema)
+    _check_unique_ids(plpy, src, id_col, Pinned.SOURCE)
+    tgt = catalog.target_table(db, target, base, caller.schema)
+    pinned.tgt = tgt
+    pinned.close()
+    pinned.ensure()
     _lock_job(plpy, src, tgt, model_name)
     spec = info.preprocessing
     dim = info.feature_dim
 
+    def commit() -> None:
+        pinned.close()
+        caller.commit()
+
     todo = (
-        f"FROM {src.quoted} s WHERE s.{id_col.quoted} IS NOT NULL AND NOT EXISTS "
-        f"(SELECT 1 FROM {tgt.quoted} t WHERE t.id = s.{id_col.quoted} AND t.model_name = $1)"
+        f"FROM {Pinned.SOURCE} s WHERE s.{id_col.quoted} IS NOT NULL AND NOT EXISTS "
+        f"(SELECT 1 FROM {Pinned.TARGET} t WHERE t.id = s.{id_col.quoted}::{base} AND t.model_name = $1)"
     )
     total = plpy.execute(plpy.prepare(f"SELECT count(*) AS n {todo}", ["text"]), [model_name])[0]["n"]
     # The next rows in id order, batch_size at most, cut where their encoded bytes pass
     # MAX_BATCH_BYTES (octet_length reads a stored value's size without detoasting it).
     select = (
-        f"SELECT s.{id_col.quoted} AS id, s.{img_col.quoted} AS image, "
+        f"SELECT s.{id_col.quoted}::{base} AS id, s.{img_col.quoted} AS image, "
         f"pg_catalog.octet_length(s.{img_col.quoted}) AS size, "
         f"pg_catalog.sum(pg_catalog.octet_length(s.{img_col.quoted})) OVER (ORDER BY s.{id_col.quoted} "
         f"ROWS UNBOUNDED PRECEDING) AS upto {todo}"
@@ -202,15 +358,15 @@ def _featurize(
     budget = f"SELECT q.id, q.image FROM ({{}}) q WHERE COALESCE(q.upto - q.size, 0) < {MAX_BATCH_BYTES} ORDER BY q.id"
     first = plpy.prepare(budget.format(f"{select} ORDER BY s.{id_col.quoted} LIMIT $2"), ["text", "int4"])
     after = plpy.prepare(
-        budget.format(f"{select} AND s.{id_col.quoted} > $3 ORDER BY s.{id_col.quoted} LIMIT $2"),
-        ["text", "int4", id_col.type],
+        budget.format(f"{select} AND s.{id_col.quoted}::{base} > $3 ORDER BY s.{id_col.quoted} LIMIT $2"),
+        ["text", "int4", base],
     )
     # One row per (id, features literal): each literal is parsed once. (Slicing one big
     # real[] parameter per row re-parsed the whole batch for every row under a generic plan.)
     insert = plpy.prepare(
-        f"INSERT INTO {tgt.quoted} (id, model_name, features) "
+        f"INSERT INTO {Pinned.TARGET} (id, model_name, features) "
         "SELECT u.id, $2, u.features::real[] "
-        f"FROM ROWS FROM (pg_catalog.unnest($1::{id_col.type}[]), pg_catalog.unnest($3::text[])) AS u(id, features) "
+        f"FROM ROWS FROM (pg_catalog.unnest($1::{base}[]), pg_catalog.unnest($3::text[])) AS u(id, features) "
         "ON CONFLICT (id, model_name) DO NOTHING",
         ["text", "text", "text[]"],
     )
@@ -237,13 +393,14 @@ def _featurize(
         "SELECT imgfeat_internal.update_job($1, $2, $3, $4, $5, $6::pg_catalog.jsonb, $7)",
         ["int8", "int8", "int8", "float8", "text", "text", "text"],
     )
-    caller.commit()
+    commit()
 
     progress = Progress(total)
     infer_pool = _inference_pool()
     interruptible = state.interrupt_check(plpy)
 
     def fetch(after_id: Any) -> list[Any]:
+        pinned.ensure()
         if after_id is None:
             return list(plpy.execute(first, [model_name, batch_size]))
         return list(plpy.execute(after, [model_name, batch_size, after_id]))
@@ -271,6 +428,7 @@ def _featurize(
                 )
         started = time.perf_counter()
         good_ids = prepared.good_ids
+        pinned.ensure()
         if good_ids:
             id_text = "{" + ",".join(_array_element(i) for i in good_ids) + "}"
             plpy.execute(insert, [id_text, model_name, real_array_rows(features)])
@@ -282,7 +440,7 @@ def _featurize(
         progress.done += len(good_ids)
         progress.failed += len(prepared.failures)
         plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "running", progress.timings(), None])
-        caller.commit()
+        commit()
         progress.seconds["database"] += time.perf_counter() - started
         now = time.monotonic()
         if now - progress.last_notice >= NOTICE_SECONDS:
@@ -324,12 +482,12 @@ def _featurize(
         try:
             plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "failed",
                                       progress.timings(), message])
-            caller.commit()
+            commit()
         except Exception:  # noqa: BLE001 - the original error is the one to report
             pass
         raise
     plpy.execute(update_job, [job_id, progress.done, progress.failed, progress.rate, "done", progress.timings(), None])
-    caller.commit()
+    commit()
     if total == 0:
         plpy.notice(f"imgfeat.featurize {tgt.quoted} ({model_name}): nothing to do: every row of {src.quoted} "
                     "already has features (100 %)")
