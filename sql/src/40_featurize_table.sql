@@ -99,7 +99,7 @@ BEGIN
     SELECT pg_catalog.array_agg(u.role) INTO who FROM used u;
     IF pg_catalog.cardinality(who) IS DISTINCT FROM 1 THEN
         RAISE EXCEPTION 'imgfeat: the caller of this function is not proven (% proofs in this transaction)',
-            pg_catalog.coalesce(pg_catalog.cardinality(who), 0)
+            COALESCE(pg_catalog.cardinality(who), 0)
             USING ERRCODE = '42501',
                   HINT = 'Call the SECURITY INVOKER wrapper (imgfeat.drop_classifier, imgfeat_internal.store_classifier, ...), not its *_definer half.';
     END IF;

@@ -138,7 +138,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION imgfeat_internal.store_classifier_definer(text, text, text[], text, float8[], float8[], float8[], float8[], integer, jsonb, text, text, bigint, integer, jsonb, text[], jsonb, boolean) IS
-'Internal, called by imgfeat_internal.store_classifier. Stores a trained classifier for the proven caller (imgfeat_internal.caller()): a new name becomes the caller''s (owner = trained_by = caller); an existing one is replaced only with replace => true and only by its owner or a member of imgfeat_admin (its owner is kept); SQLSTATE 42710 for an existing name without replace, 42501 for another role''s classifier or an unproven caller.';
+'Internal, called by imgfeat_internal.store_classifier. Stores a trained classifier for the proven caller (imgfeat_internal.caller()): a new name becomes the caller''s (owner = trained_by = caller); an existing one is replaced only with replace => true and only by its owner or a member of imgfeat_admin (its owner is kept); SQLSTATE 42710 for an existing name without replace, SQLSTATE 42501 for another role''s classifier or an unproven caller.';
 
 CREATE FUNCTION imgfeat.drop_classifier(classifier_name text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE

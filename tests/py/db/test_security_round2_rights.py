@@ -362,3 +362,78 @@ def test_the_extension_refuses_a_schema_owned_by_someone_else(
     finally:
         with psycopg.connect(server_dsn, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+# --------------------------------------------------------------------------- the fix of 8: proofs of the caller
+
+
+def test_analysts_cannot_forge_read_remove_or_lock_the_caller_proofs(alice: psycopg.Connection[Any]) -> None:
+    """imgfeat_internal.caller_proofs: an analyst inserts only a proof naming itself, its backend and its
+    transaction; reads, changes and deletes none; and can lock it in no mode stronger than ROW EXCLUSIVE."""
+    for attack in (
+        "INSERT INTO imgfeat_internal.caller_proofs (role) VALUES ('imgfeat_test_bob')",
+        "INSERT INTO imgfeat_internal.caller_proofs (role) VALUES ('postgres')",
+        "INSERT INTO imgfeat_internal.caller_proofs (backend_pid) VALUES (pg_backend_pid() + 1)",
+        "INSERT INTO imgfeat_internal.caller_proofs (xid) VALUES ('1'::xid8)",
+        "SELECT * FROM imgfeat_internal.caller_proofs",
+        "INSERT INTO imgfeat_internal.caller_proofs DEFAULT VALUES RETURNING role",
+        "DELETE FROM imgfeat_internal.caller_proofs",
+        "UPDATE imgfeat_internal.caller_proofs SET role = 'postgres'",
+        "TRUNCATE imgfeat_internal.caller_proofs",
+        "LOCK TABLE imgfeat_internal.caller_proofs IN SHARE MODE",
+        "LOCK TABLE imgfeat_internal.caller_proofs IN EXCLUSIVE MODE",
+        "LOCK TABLE imgfeat_internal.caller_proofs IN ACCESS EXCLUSIVE MODE",
+        # a SECURITY DEFINER half called without a proof
+        "SELECT imgfeat_internal.drop_classifier_definer('whatever')",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), alice.transaction():
+            alice.execute(attack)
+    with alice.transaction():  # her own proof is accepted
+        alice.execute("INSERT INTO imgfeat_internal.caller_proofs DEFAULT VALUES")
+        assert alice.execute("SELECT imgfeat_internal.drop_classifier_definer('no_such_classifier')").fetchone() == (False,)
+
+
+def test_what_analysts_can_do_to_the_caller_proofs_blocks_no_one(
+    dsn: str, alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], conn: psycopg.Connection[Any]
+) -> None:
+    """Alice holds ROW EXCLUSIVE on caller_proofs and an uncommitted proof of hers: bob still trains,
+    replaces and drops his classifiers (each call inserts and consumes a proof)."""
+    conn.execute("GRANT CREATE ON SCHEMA public TO imgfeat_test_bob")
+    bob.execute("DROP TABLE IF EXISTS public.bob_r2_proof_train")
+    bob.execute(
+        "CREATE TABLE public.bob_r2_proof_train AS SELECT i AS id, ARRAY[i % 2, (i % 5) / 5.0]::real[] AS features, "
+        "i % 2 = 0 AS label FROM generate_series(1, 20) i"
+    )
+    with connect_as(dsn, "imgfeat_test_alice") as attacker:
+        attacker.execute("BEGIN")
+        attacker.execute("LOCK TABLE imgfeat_internal.caller_proofs IN ROW EXCLUSIVE MODE")
+        attacker.execute("INSERT INTO imgfeat_internal.caller_proofs DEFAULT VALUES")
+        try:
+            bob.execute("SET lock_timeout = '5s'")
+            bob.execute("CALL imgfeat.train_logistic_regression('bob_r2_proof', 'public.bob_r2_proof_train')")
+            bob.execute("CALL imgfeat.train_logistic_regression('bob_r2_proof', 'public.bob_r2_proof_train', replace => true)")
+            assert bob.execute("SELECT imgfeat.drop_classifier('bob_r2_proof')").fetchone() == (True,)
+        finally:
+            attacker.execute("ROLLBACK")
+            bob.execute("DROP TABLE IF EXISTS public.bob_r2_proof_train")
+
+
+def test_a_proof_left_by_another_roles_code_is_not_taken_for_the_caller(
+    alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], alices_classifier: str
+) -> None:
+    """Bob's SECURITY DEFINER function leaves a proof of bob's in alice's transaction: her own drop
+    in that transaction is refused (two proofs: ambiguous), never done as bob, nor as her for bob."""
+    bob.execute(
+        "CREATE OR REPLACE FUNCTION public.bob_r2_leave_proof() RETURNS text LANGUAGE plpgsql SECURITY DEFINER "
+        "SET search_path = pg_catalog AS $f$ BEGIN INSERT INTO imgfeat_internal.caller_proofs DEFAULT VALUES; "
+        "RETURN 'bob 1.0'; END $f$"
+    )
+    bob.execute("GRANT EXECUTE ON FUNCTION public.bob_r2_leave_proof() TO PUBLIC")
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), alice.transaction():
+            alice.execute("SELECT public.bob_r2_leave_proof()")
+            alice.execute("SELECT imgfeat.drop_classifier(%s)", (alices_classifier,))
+        assert alice.execute("SELECT count(*) FROM imgfeat.classifiers WHERE name = %s", (alices_classifier,)).fetchone() == (1,)
+        assert alice.execute("SELECT imgfeat.drop_classifier(%s)", (alices_classifier,)).fetchone() == (True,)
+    finally:
+        bob.execute("DROP FUNCTION IF EXISTS public.bob_r2_leave_proof()")
