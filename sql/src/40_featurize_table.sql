@@ -82,7 +82,27 @@ CREATE TABLE imgfeat_internal.caller_proofs (
 );
 CREATE INDEX caller_proofs_backend_xid ON imgfeat_internal.caller_proofs (backend_pid, xid);
 COMMENT ON TABLE imgfeat_internal.caller_proofs IS
-'Internal. Proofs of who calls the SECURITY DEFINER writers: (backend_pid, xid, role), one row inserted by the caller''s SECURITY INVOKER wrapper right before the call, and deleted by imgfeat_internal.caller() in it. Row-level security lets a role (imgfeat_user: INSERT only) insert only a row with role = current_user, its own backend and its own transaction; only imgfeat_definer reads or deletes rows, those of its own backend and transaction. No unique key: an insert never waits for another.';
+'Internal. Proofs of who calls the SECURITY DEFINER writers: (backend_pid, xid, role), one row inserted by the caller''s SECURITY INVOKER wrapper right before the call, and deleted by imgfeat_internal.caller() in it. Row-level security, and for roles that bypass it the trigger caller_proofs_check (imgfeat_internal.check_caller_proof, SQLSTATE 42501), let a role (imgfeat_user: INSERT only) insert only a row with role = current_user, its own backend and its own transaction; only imgfeat_definer reads or deletes rows, those of its own backend and transaction. No unique key: an insert never waits for another.';
+
+-- Row-level security does not bind roles with BYPASSRLS (nor the table's owner): the trigger
+-- holds every inserted proof to the same rule.
+CREATE FUNCTION imgfeat_internal.check_caller_proof() RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.role IS DISTINCT FROM current_user OR NEW.backend_pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+       OR NEW.xid IS DISTINCT FROM pg_catalog.pg_current_xact_id() THEN
+        RAISE EXCEPTION 'imgfeat: a caller proof names only current_user, this backend and this transaction'
+            USING ERRCODE = '42501';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.check_caller_proof() IS
+'Internal. BEFORE INSERT trigger of imgfeat_internal.caller_proofs: raises SQLSTATE 42501 for a row whose role is not current_user, or whose backend_pid or xid are not this backend''s and this transaction''s (also for roles that bypass row-level security).';
+CREATE TRIGGER caller_proofs_check BEFORE INSERT ON imgfeat_internal.caller_proofs
+    FOR EACH ROW EXECUTE FUNCTION imgfeat_internal.check_caller_proof();
 
 CREATE FUNCTION imgfeat_internal.caller() RETURNS name
 LANGUAGE plpgsql VOLATILE

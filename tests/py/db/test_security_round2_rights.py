@@ -437,3 +437,17 @@ def test_a_proof_left_by_another_roles_code_is_not_taken_for_the_caller(
         assert alice.execute("SELECT imgfeat.drop_classifier(%s)", (alices_classifier,)).fetchone() == (True,)
     finally:
         bob.execute("DROP FUNCTION IF EXISTS public.bob_r2_leave_proof()")
+
+
+def test_a_role_that_bypasses_row_level_security_cannot_forge_a_proof(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    """BYPASSRLS skips the policy of caller_proofs, not its trigger: such an analyst still proves only itself."""
+    conn.execute("DROP ROLE IF EXISTS imgfeat_test_bypass")
+    conn.execute("CREATE ROLE imgfeat_test_bypass LOGIN BYPASSRLS IN ROLE imgfeat_user")
+    try:
+        with connect_as(dsn, "imgfeat_test_bypass") as bypass:
+            for forged in ("(role) VALUES ('postgres')", "(backend_pid) VALUES (pg_backend_pid() + 1)", "(xid) VALUES ('1'::xid8)"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege), bypass.transaction():
+                    bypass.execute(f"INSERT INTO imgfeat_internal.caller_proofs {forged}")
+            assert bypass.execute("SELECT imgfeat.drop_classifier('no_such_classifier')").fetchone() == (False,)
+    finally:
+        conn.execute("DROP ROLE IF EXISTS imgfeat_test_bypass")
