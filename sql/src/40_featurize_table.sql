@@ -55,7 +55,7 @@ CREATE TABLE imgfeat_internal.job_locks (
     PRIMARY KEY (source, target, model_name)
 );
 COMMENT ON TABLE imgfeat_internal.job_locks IS
-'Internal. The advisory-lock key of each featurize job (source, target, model): 64 random bits, handed out by imgfeat_internal.job_lock_key only to roles that may read the source and write the target, so no other role can take the lock first and block the job.';
+'Internal. The advisory-lock key of each featurize job (source, target, model): 64 random bits, handed out by imgfeat_internal.job_lock_key only to roles that may read the source and write the target, so no other role can take the lock first and block the job. A key shows in pg_locks while a job holds it; one found held by a backend that is not running the job is replaced by a fresh random key (imgfeat_internal.job_lock_key_definer).';
 
 -- Writes to the shared job tables go through SECURITY DEFINER functions (owner imgfeat_definer):
 -- analysts hold no UPDATE or DELETE on shared tables, which in PostgreSQL would let them LOCK a
