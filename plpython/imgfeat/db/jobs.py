@@ -90,10 +90,8 @@ def _lock_job(plpy: Any, src: Relation, tgt: Relation, model_name: str) -> None:
         ),
         [src.oid, tgt.oid, model_name],
     )[0]["key"]
-    got = key is not None and bool(
-        plpy.execute(plpy.prepare("SELECT pg_catalog.pg_try_advisory_lock($1) AS ok", ["int8"]), [key])[0]["ok"]
-    )
-    if not got or key is None:
+    try_lock = plpy.prepare("SELECT pg_catalog.pg_try_advisory_lock($1) AS ok", ["int8"])
+    if key is None or not plpy.execute(try_lock, [key])[0]["ok"]:
         raise InvalidParameterError(
             f"a featurize job from {src.quoted} into {tgt.quoted} with model {model_name!r} is already running",
             hint="Watch it in imgfeat.featurize_progress; call again when it has finished (it resumes where it stopped).",
