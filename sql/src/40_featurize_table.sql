@@ -55,106 +55,260 @@ CREATE TABLE imgfeat_internal.job_locks (
     PRIMARY KEY (source, target, model_name)
 );
 COMMENT ON TABLE imgfeat_internal.job_locks IS
-'Internal. The advisory-lock key of each featurize job (source, target, model): 64 random bits, handed out by imgfeat_internal.job_lock_key only to roles that may read the source and write the target, so no other role can take the lock first and block the job.';
+'Internal. The advisory-lock key of each featurize job (source, target, model): 64 random bits, handed out by imgfeat_internal.job_lock_key only to roles that may read the source and write the target, so no other role can take the lock first and block the job. A key shows in pg_locks while a job holds it; one found held by a backend that is not running the job is replaced by a fresh random key (imgfeat_internal.job_lock_key_definer).';
 
--- Writes to the shared job tables go through these SECURITY DEFINER functions (owner
--- imgfeat_definer): analysts hold no UPDATE or DELETE on shared tables, which in PostgreSQL
--- would let them LOCK a table in ACCESS EXCLUSIVE mode and stall everyone. Each function
--- checks that its caller may run the job: read the source and insert into the target.
+-- Writes to the shared job tables go through SECURITY DEFINER functions (owner imgfeat_definer):
+-- analysts hold no UPDATE or DELETE on shared tables, which in PostgreSQL would let them LOCK a
+-- table in ACCESS EXCLUSIVE mode and stall everyone. Each checks that its caller may run the job:
+-- read the source and insert into the target.
+--
+-- Who the caller is. Inside a SECURITY DEFINER function current_user is the function's owner,
+-- and neither the session's role nor SESSION_USER is the role whose code made the call: an
+-- analyst's index expression runs as the analyst inside a superuser's ANALYZE (or autovacuum),
+-- and a SECURITY DEFINER function of bob's runs as bob inside alice's session. So the caller
+-- proves itself: a SECURITY INVOKER wrapper (imgfeat_internal.job_lock_key, ..., imgfeat.drop_classifier)
+-- inserts a row into imgfeat_internal.caller_proofs, whose row-level security lets a role insert
+-- only a row naming itself (current_user at the call site, which PostgreSQL checks), its backend
+-- and its transaction; then it calls the SECURITY DEFINER half (*_definer), which consumes that
+-- row (imgfeat_internal.caller()) and acts for the role named in it. The insert and the call are
+-- one statement of the wrapper, so a failing call takes its proof with it; analysts may only
+-- INSERT there (which allows no lock but ROW EXCLUSIVE, blocking no reader), and neither read
+-- nor delete anyone's proof.
+
+CREATE TABLE imgfeat_internal.caller_proofs (
+    backend_pid  integer NOT NULL DEFAULT pg_catalog.pg_backend_pid(),
+    xid          xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    role         name NOT NULL DEFAULT current_user
+);
+CREATE INDEX caller_proofs_backend_xid ON imgfeat_internal.caller_proofs (backend_pid, xid);
+COMMENT ON TABLE imgfeat_internal.caller_proofs IS
+'Internal. Proofs of who calls the SECURITY DEFINER writers: (backend_pid, xid, role), one row inserted by the caller''s SECURITY INVOKER wrapper right before the call, and deleted by imgfeat_internal.caller() in it. Row-level security, and for roles that bypass it the trigger caller_proofs_check (imgfeat_internal.check_caller_proof, SQLSTATE 42501), let a role (imgfeat_user: INSERT only) insert only a row with role = current_user, its own backend and its own transaction; only imgfeat_definer reads or deletes rows, those of its own backend and transaction. No unique key: an insert never waits for another.';
+
+-- Row-level security does not bind roles with BYPASSRLS (nor the table's owner): the trigger
+-- holds every inserted proof to the same rule.
+CREATE FUNCTION imgfeat_internal.check_caller_proof() RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.role IS DISTINCT FROM current_user OR NEW.backend_pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+       OR NEW.xid IS DISTINCT FROM pg_catalog.pg_current_xact_id() THEN
+        RAISE EXCEPTION 'imgfeat: a caller proof names only current_user, this backend and this transaction'
+            USING ERRCODE = '42501';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.check_caller_proof() IS
+'Internal. BEFORE INSERT trigger of imgfeat_internal.caller_proofs: raises SQLSTATE 42501 for a row whose role is not current_user, or whose backend_pid or xid are not this backend''s and this transaction''s (also for roles that bypass row-level security).';
+CREATE TRIGGER caller_proofs_check BEFORE INSERT ON imgfeat_internal.caller_proofs
+    FOR EACH ROW EXECUTE FUNCTION imgfeat_internal.check_caller_proof();
 
 CREATE FUNCTION imgfeat_internal.caller() RETURNS name
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-RETURN CASE WHEN pg_catalog.current_setting('role') = 'none' THEN SESSION_USER
-            ELSE pg_catalog.current_setting('role')::name END;
-COMMENT ON FUNCTION imgfeat_internal.caller() IS
-'Internal. The role the session acts as (SET ROLE''s role, else the session user), as seen from inside a SECURITY DEFINER function, where current_user is the function''s owner. A session can only be a role it may SET ROLE to, so nothing can be claimed that the session could not do itself.';
-
-CREATE FUNCTION imgfeat_internal.check_job_rights(source regclass, target regclass) RETURNS void
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who name := imgfeat_internal.caller();
+    who name[];
 BEGIN
-    IF NOT pg_catalog.has_table_privilege(who, source, 'SELECT') OR NOT pg_catalog.has_table_privilege(who, target, 'INSERT') THEN
+    WITH used AS (
+        DELETE FROM imgfeat_internal.caller_proofs p
+         WHERE p.backend_pid = pg_catalog.pg_backend_pid() AND p.xid = pg_catalog.pg_current_xact_id()
+        RETURNING p.role
+    )
+    SELECT pg_catalog.array_agg(u.role) INTO who FROM used u;
+    IF pg_catalog.cardinality(who) IS DISTINCT FROM 1 THEN
+        RAISE EXCEPTION 'imgfeat: the caller of this function is not proven (% proofs in this transaction)',
+            COALESCE(pg_catalog.cardinality(who), 0)
+            USING ERRCODE = '42501',
+                  HINT = 'Call the SECURITY INVOKER wrapper (imgfeat.drop_classifier, imgfeat_internal.store_classifier, ...), not its *_definer half.';
+    END IF;
+    RETURN who[1];
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.caller() IS
+'Internal, for the SECURITY DEFINER writers (*_definer): the role that called them, i.e. current_user where the SECURITY INVOKER wrapper ran, read from (and deleting) the one row of imgfeat_internal.caller_proofs of this backend and transaction. No such row, or more than one (code of several roles proving itself in one transaction), raises SQLSTATE 42501. The session''s role (SET ROLE, SESSION_USER) is never trusted: an index expression run by a superuser''s ANALYZE, or another role''s SECURITY DEFINER function, is proven as the role whose code it is.';
+
+CREATE FUNCTION imgfeat_internal.check_job_rights(who name, source regclass, target regclass) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF who IS NULL OR NOT pg_catalog.has_table_privilege(who, source, 'SELECT')
+       OR NOT pg_catalog.has_table_privilege(who, target, 'INSERT') THEN
         RAISE EXCEPTION 'imgfeat: % may not run a featurize job from % into %', who, source, target
             USING ERRCODE = '42501', HINT = 'A job needs SELECT on its source and INSERT on its target.';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION imgfeat_internal.check_job_rights(regclass, regclass) IS
-'Internal. Raises SQLSTATE 42501 (insufficient_privilege) unless the caller (imgfeat_internal.caller()) may read source and insert into target.';
+COMMENT ON FUNCTION imgfeat_internal.check_job_rights(name, regclass, regclass) IS
+'Internal. Raises SQLSTATE 42501 (insufficient_privilege) unless the role who (the proven caller, imgfeat_internal.caller()) may read source and insert into target.';
 
 CREATE FUNCTION imgfeat_internal.job_lock_key(source regclass, target regclass, model_name text) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    key bigint;
 BEGIN
-    PERFORM imgfeat_internal.check_job_rights(source, target);
-    INSERT INTO imgfeat_internal.job_locks AS l (source, target, model_name) VALUES (source, target, model_name)
-        ON CONFLICT DO NOTHING;
-    SELECT l.lock_key INTO key FROM imgfeat_internal.job_locks l
-     WHERE l.source = job_lock_key.source AND l.target = job_lock_key.target AND l.model_name = job_lock_key.model_name;
-    RETURN key;
+    INSERT INTO imgfeat_internal.caller_proofs DEFAULT VALUES;
+    RETURN imgfeat_internal.job_lock_key_definer(source, target, model_name);
 END
 $$;
 COMMENT ON FUNCTION imgfeat_internal.job_lock_key(regclass, regclass, text) IS
-'Internal. The advisory-lock key of the featurize job (source, target, model_name), made on first use: 64 random bits, given only to a caller that may run the job.';
+'Internal. The advisory-lock key of the featurize job (source, target, model_name) for the caller (SECURITY INVOKER: proves the caller, then calls imgfeat_internal.job_lock_key_definer). NULL while another session is starting the same job. SQLSTATE 42501 for a caller that may not run the job.';
 
-CREATE FUNCTION imgfeat_internal.start_job(source regclass, target regclass, model_name text, rows_total bigint) RETURNS bigint
+CREATE FUNCTION imgfeat_internal.job_lock_key_definer(source regclass, target regclass, model_name text) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    who name := imgfeat_internal.caller();
+    key bigint;
+BEGIN
+    PERFORM imgfeat_internal.check_job_rights(who, source, target);
+    INSERT INTO imgfeat_internal.job_locks AS l (source, target, model_name) VALUES (source, target, model_name)
+        ON CONFLICT DO NOTHING;
+    -- the row stays locked until the caller's transaction ends: a job takes its advisory lock
+    -- and records itself in featurize_jobs (start_job) before it commits, so a second caller
+    -- never sees the lock held by a job not yet recorded
+    BEGIN
+        SELECT l.lock_key INTO key FROM imgfeat_internal.job_locks l
+         WHERE l.source = job_lock_key_definer.source AND l.target = job_lock_key_definer.target
+           AND l.model_name = job_lock_key_definer.model_name
+           FOR UPDATE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN NULL;  -- another session is starting this job right now
+    END;
+    -- The key shows in pg_locks (to every role) while a job holds it. Held by a backend that is
+    -- not running this job (the latest recorded run, status running, that pid), it was read
+    -- there and taken by someone else: the job gets a fresh random key, and the old one is
+    -- worth nothing.
+    IF EXISTS (
+        SELECT FROM pg_catalog.pg_locks k
+         WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 1
+           AND k.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+           AND ((k.classid::pg_catalog.int8 << 32) | k.objid::pg_catalog.int8) = key
+           AND k.pid <> pg_catalog.pg_backend_pid()
+           AND NOT EXISTS (
+               SELECT FROM imgfeat.featurize_jobs j
+                WHERE j.job_id = (SELECT pg_catalog.max(r.job_id) FROM imgfeat.featurize_jobs r
+                                   WHERE r.source = job_lock_key_definer.source
+                                     AND r.target = job_lock_key_definer.target::pg_catalog.text
+                                     AND r.model_name = job_lock_key_definer.model_name)
+                  AND j.pid = k.pid AND j.status = 'running'))
+    THEN
+        UPDATE imgfeat_internal.job_locks l SET lock_key = DEFAULT
+         WHERE l.source = job_lock_key_definer.source AND l.target = job_lock_key_definer.target
+           AND l.model_name = job_lock_key_definer.model_name
+        RETURNING l.lock_key INTO key;
+    END IF;
+    RETURN key;
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.job_lock_key_definer(regclass, regclass, text) IS
+'Internal, called by imgfeat_internal.job_lock_key. The advisory-lock key of the featurize job (source, target, model_name), made on first use: 64 random bits, given only to a proven caller that may run the job (else SQLSTATE 42501). Keys show in pg_locks while held: a key held by a backend that is not running this job (the latest run in imgfeat.featurize_jobs, status running, that pid) is replaced by a fresh random one, so a key read there blocks nothing. The job''s row in imgfeat_internal.job_locks stays locked until the caller''s transaction ends; NULL while another session holds it (that session is starting the job).';
+
+CREATE FUNCTION imgfeat_internal.start_job(source regclass, target regclass, model_name text, rows_total bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO imgfeat_internal.caller_proofs DEFAULT VALUES;
+    RETURN imgfeat_internal.start_job_definer(source, target, model_name, rows_total);
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.start_job(regclass, regclass, text, bigint) IS
+'Internal. Records a featurize job run by this backend for the caller and returns its job_id (SECURITY INVOKER: proves the caller, then calls imgfeat_internal.start_job_definer). SQLSTATE 42501 for a caller that may not run the job.';
+
+CREATE FUNCTION imgfeat_internal.start_job_definer(source regclass, target regclass, model_name text, rows_total bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who name := imgfeat_internal.caller();
     id bigint;
 BEGIN
-    PERFORM imgfeat_internal.check_job_rights(source, target);
+    PERFORM imgfeat_internal.check_job_rights(who, source, target);
     INSERT INTO imgfeat.featurize_jobs (source, target, model_name, rows_total, started_by)
-    VALUES (source, target::text, model_name, rows_total, imgfeat_internal.caller())
+    VALUES (source, target::text, model_name, rows_total, who)
     RETURNING job_id INTO id;
     RETURN id;
 END
 $$;
-COMMENT ON FUNCTION imgfeat_internal.start_job(regclass, regclass, text, bigint) IS
-'Internal. Records a featurize job run by this backend for the caller (who may run it) and returns its job_id.';
+COMMENT ON FUNCTION imgfeat_internal.start_job_definer(regclass, regclass, text, bigint) IS
+'Internal, called by imgfeat_internal.start_job. Records a featurize job run by this backend for the proven caller (who may run it, else SQLSTATE 42501) and returns its job_id.';
 
 CREATE FUNCTION imgfeat_internal.update_job(
+    job_id bigint, rows_done bigint, rows_failed bigint, images_per_second float8, status text, timings jsonb, error text
+) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO imgfeat_internal.caller_proofs DEFAULT VALUES;
+    PERFORM imgfeat_internal.update_job_definer(job_id, rows_done, rows_failed, images_per_second, status, timings, error);
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.update_job(bigint, bigint, bigint, float8, text, jsonb, text) IS
+'Internal. Updates the progress of a featurize job (SECURITY INVOKER: proves the caller, then calls imgfeat_internal.update_job_definer); only the backend that runs it, as the role that started it, may (else SQLSTATE 42501).';
+
+CREATE FUNCTION imgfeat_internal.update_job_definer(
     job_id bigint, rows_done bigint, rows_failed bigint, images_per_second float8, status text, timings jsonb, error text
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    who name := imgfeat_internal.caller();
 BEGIN
     UPDATE imgfeat.featurize_jobs j
-       SET rows_done = update_job.rows_done, rows_failed = update_job.rows_failed,
-           images_per_second = update_job.images_per_second, status = update_job.status,
-           timings = update_job.timings, error = update_job.error, updated_at = pg_catalog.clock_timestamp(),
-           finished_at = CASE WHEN update_job.status = 'running' THEN NULL ELSE pg_catalog.clock_timestamp() END
-     WHERE j.job_id = update_job.job_id AND j.pid = pg_catalog.pg_backend_pid()
-       AND j.started_by = imgfeat_internal.caller();
+       SET rows_done = update_job_definer.rows_done, rows_failed = update_job_definer.rows_failed,
+           images_per_second = update_job_definer.images_per_second, status = update_job_definer.status,
+           timings = update_job_definer.timings, error = update_job_definer.error, updated_at = pg_catalog.clock_timestamp(),
+           finished_at = CASE WHEN update_job_definer.status = 'running' THEN NULL ELSE pg_catalog.clock_timestamp() END
+     WHERE j.job_id = update_job_definer.job_id AND j.pid = pg_catalog.pg_backend_pid() AND j.started_by = who;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'imgfeat: job % is not run by this session', update_job.job_id USING ERRCODE = '42501';
+        RAISE EXCEPTION 'imgfeat: job % is not run by this session', update_job_definer.job_id USING ERRCODE = '42501';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION imgfeat_internal.update_job(bigint, bigint, bigint, float8, text, jsonb, text) IS
-'Internal. Updates the progress of a featurize job; only the backend that runs it, as the role that started it, may.';
+COMMENT ON FUNCTION imgfeat_internal.update_job_definer(bigint, bigint, bigint, float8, text, jsonb, text) IS
+'Internal, called by imgfeat_internal.update_job. Updates the progress of a featurize job; only the backend that runs it, as the proven role that started it, may (else SQLSTATE 42501).';
 
 CREATE FUNCTION imgfeat_internal.record_errors(
+    source regclass, target regclass, model_name text, ids text[], error_classes text[], messages text[]
+) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO imgfeat_internal.caller_proofs DEFAULT VALUES;
+    PERFORM imgfeat_internal.record_errors_definer(source, target, model_name, ids, error_classes, messages);
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.record_errors(regclass, regclass, text, text[], text[], text[]) IS
+'Internal. Records the failures of a featurize job (one row per source, target, model and id: the latest), for a caller that may run the job (SECURITY INVOKER: proves the caller, then calls imgfeat_internal.record_errors_definer; else SQLSTATE 42501).';
+
+CREATE FUNCTION imgfeat_internal.record_errors_definer(
     source regclass, target regclass, model_name text, ids text[], error_classes text[], messages text[]
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    who name := imgfeat_internal.caller();
 BEGIN
-    PERFORM imgfeat_internal.clear_errors(source, target, model_name, ids);  -- checks the caller's rights
+    PERFORM imgfeat_internal.check_job_rights(who, source, target);
+    -- the ids' earlier failures of this job, as imgfeat_internal.clear_errors_definer
+    DELETE FROM imgfeat.featurize_errors e
+     WHERE e.source = record_errors_definer.source AND e.model_name = record_errors_definer.model_name
+       AND e.id = ANY (record_errors_definer.ids)
+       AND (e.target = record_errors_definer.target
+            OR (e.target IS NULL AND pg_catalog.pg_has_role(who,
+                    (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = record_errors_definer.source), 'MEMBER')));
     -- one row per (source, target, model, id), enforced by featurize_errors_key even when
     -- jobs on the same ids run at once (Spark retries a task while the first try still writes)
     INSERT INTO imgfeat.featurize_errors AS e (source, target, id, model_name, error_class, message)
-    SELECT DISTINCT ON (f.id) record_errors.source, record_errors.target, f.id, record_errors.model_name,
+    SELECT DISTINCT ON (f.id) record_errors_definer.source, record_errors_definer.target, f.id, record_errors_definer.model_name,
            f.error_class, f.message
       FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(error_classes), pg_catalog.unnest(messages))
            WITH ORDINALITY AS f(id, error_class, message, n)
@@ -163,22 +317,41 @@ BEGIN
        SET error_class = excluded.error_class, message = excluded.message, failed_at = excluded.failed_at;
 END
 $$;
-COMMENT ON FUNCTION imgfeat_internal.record_errors(regclass, regclass, text, text[], text[], text[]) IS
-'Internal. Records the failures of a featurize job (one row per source, target, model and id: the latest), for a caller that may run the job.';
+COMMENT ON FUNCTION imgfeat_internal.record_errors_definer(regclass, regclass, text, text[], text[], text[]) IS
+'Internal, called by imgfeat_internal.record_errors. Records the failures of a featurize job (one row per source, target, model and id: the latest), replacing those ids'' earlier failures as imgfeat_internal.clear_errors_definer does, for a proven caller that may run the job (else SQLSTATE 42501).';
 
 CREATE FUNCTION imgfeat_internal.clear_errors(source regclass, target regclass, model_name text, ids text[]) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM imgfeat_internal.check_job_rights(source, target);
-    DELETE FROM imgfeat.featurize_errors e
-     WHERE e.source = clear_errors.source AND (e.target = clear_errors.target OR e.target IS NULL)
-       AND e.model_name = clear_errors.model_name AND e.id = ANY (clear_errors.ids);
+    INSERT INTO imgfeat_internal.caller_proofs DEFAULT VALUES;
+    PERFORM imgfeat_internal.clear_errors_definer(source, target, model_name, ids);
 END
 $$;
 COMMENT ON FUNCTION imgfeat_internal.clear_errors(regclass, regclass, text, text[]) IS
-'Internal. Removes the recorded failures of ids a featurize job has now featurized, for a caller that may run the job.';
+'Internal. Removes the recorded failures of ids a featurize job has now featurized, for a caller that may run the job (SECURITY INVOKER: proves the caller, then calls imgfeat_internal.clear_errors_definer; else SQLSTATE 42501).';
+
+CREATE FUNCTION imgfeat_internal.clear_errors_definer(source regclass, target regclass, model_name text, ids text[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who name := imgfeat_internal.caller();
+BEGIN
+    PERFORM imgfeat_internal.check_job_rights(who, source, target);
+    -- failures recorded before imgfeat 0.3.0 have no target: any job on the source may have
+    -- written them, so only the source's owner (who may run every such job) clears them
+    DELETE FROM imgfeat.featurize_errors e
+     WHERE e.source = clear_errors_definer.source AND e.model_name = clear_errors_definer.model_name
+       AND e.id = ANY (clear_errors_definer.ids)
+       AND (e.target = clear_errors_definer.target
+            OR (e.target IS NULL AND pg_catalog.pg_has_role(who,
+                    (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = clear_errors_definer.source), 'MEMBER')));
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.clear_errors_definer(regclass, regclass, text, text[]) IS
+'Internal, called by imgfeat_internal.clear_errors. Removes the recorded failures of the job (source, target, model_name) for ids, for a proven caller that may run the job (else SQLSTATE 42501). Failures recorded before imgfeat 0.3.0 (target NULL) are removed only for a member of the source''s owner.';
 
 CREATE VIEW imgfeat.featurize_progress AS
 SELECT j.job_id, j.source, j.target, j.model_name, s.status,

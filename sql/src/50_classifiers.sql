@@ -72,8 +72,29 @@ COMMENT ON PROCEDURE imgfeat.train_logistic_regression(text, regclass, text, tex
 -- imgfeat_definer): analysts hold no INSERT, UPDATE or DELETE on the shared table (UPDATE or
 -- DELETE would let them LOCK it and stall every prediction). Only a classifier's owner, or a
 -- member of imgfeat_admin, replaces or drops it; trained_by is always the role that wrote it.
+-- Each is called through a SECURITY INVOKER wrapper that proves its caller first (see
+-- imgfeat_internal.caller_proofs in 40_featurize_table.sql).
 
 CREATE FUNCTION imgfeat_internal.store_classifier(
+    name text, format text, classes text[], label_type text, coefficients float8[], intercepts float8[],
+    scale_mean float8[], scale_std float8[], feature_dim integer, hyperparameters jsonb, model_name text,
+    training_source text, training_rows bigint, n_iterations integer, training_metrics jsonb, warnings text[],
+    library_versions jsonb, replace boolean
+) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO imgfeat_internal.caller_proofs DEFAULT VALUES;
+    PERFORM imgfeat_internal.store_classifier_definer(name, format, classes, label_type, coefficients, intercepts,
+        scale_mean, scale_std, feature_dim, hyperparameters, model_name, training_source, training_rows, n_iterations,
+        training_metrics, warnings, library_versions, replace);
+END
+$$;
+COMMENT ON FUNCTION imgfeat_internal.store_classifier(text, text, text[], text, float8[], float8[], float8[], float8[], integer, jsonb, text, text, bigint, integer, jsonb, text[], jsonb, boolean) IS
+'Internal. Stores a trained classifier for the caller (SECURITY INVOKER: proves the caller, then calls imgfeat_internal.store_classifier_definer): a new name becomes the caller''s; an existing one is replaced only with replace => true (else SQLSTATE 42710) and only by its owner or a member of imgfeat_admin (else SQLSTATE 42501).';
+
+CREATE FUNCTION imgfeat_internal.store_classifier_definer(
     name text, format text, classes text[], label_type text, coefficients float8[], intercepts float8[],
     scale_mean float8[], scale_std float8[], feature_dim integer, hyperparameters jsonb, model_name text,
     training_source text, training_rows bigint, n_iterations integer, training_metrics jsonb, warnings text[],
@@ -86,7 +107,7 @@ DECLARE
     who name := imgfeat_internal.caller();
     holder name;
 BEGIN
-    SELECT c.owner INTO holder FROM imgfeat.classifiers c WHERE c.name = store_classifier.name FOR UPDATE;
+    SELECT c.owner INTO holder FROM imgfeat.classifiers c WHERE c.name = store_classifier_definer.name FOR UPDATE;
     IF NOT FOUND THEN
         INSERT INTO imgfeat.classifiers (name, format, classes, label_type, coefficients, intercepts, scale_mean, scale_std,
                                          feature_dim, hyperparameters, model_name, training_source, training_rows,
@@ -105,21 +126,33 @@ BEGIN
             pg_catalog.quote_literal(name), holder USING ERRCODE = '42501', HINT = 'train under another name';
     END IF;
     UPDATE imgfeat.classifiers c
-       SET format = store_classifier.format, classes = store_classifier.classes, label_type = store_classifier.label_type,
-           coefficients = store_classifier.coefficients, intercepts = store_classifier.intercepts,
-           scale_mean = store_classifier.scale_mean, scale_std = store_classifier.scale_std,
-           feature_dim = store_classifier.feature_dim, hyperparameters = store_classifier.hyperparameters,
-           model_name = store_classifier.model_name, training_source = store_classifier.training_source,
-           training_rows = store_classifier.training_rows, n_iterations = store_classifier.n_iterations,
-           training_metrics = store_classifier.training_metrics, warnings = store_classifier.warnings,
-           library_versions = store_classifier.library_versions, trained_at = pg_catalog.now(), trained_by = who
-     WHERE c.name = store_classifier.name;
+       SET format = store_classifier_definer.format, classes = store_classifier_definer.classes, label_type = store_classifier_definer.label_type,
+           coefficients = store_classifier_definer.coefficients, intercepts = store_classifier_definer.intercepts,
+           scale_mean = store_classifier_definer.scale_mean, scale_std = store_classifier_definer.scale_std,
+           feature_dim = store_classifier_definer.feature_dim, hyperparameters = store_classifier_definer.hyperparameters,
+           model_name = store_classifier_definer.model_name, training_source = store_classifier_definer.training_source,
+           training_rows = store_classifier_definer.training_rows, n_iterations = store_classifier_definer.n_iterations,
+           training_metrics = store_classifier_definer.training_metrics, warnings = store_classifier_definer.warnings,
+           library_versions = store_classifier_definer.library_versions, trained_at = pg_catalog.now(), trained_by = who
+     WHERE c.name = store_classifier_definer.name;
 END
 $$;
-COMMENT ON FUNCTION imgfeat_internal.store_classifier(text, text, text[], text, float8[], float8[], float8[], float8[], integer, jsonb, text, text, bigint, integer, jsonb, text[], jsonb, boolean) IS
-'Internal. Stores a trained classifier for the caller: a new name becomes the caller''s (owner = trained_by = caller); an existing one is replaced only with replace => true and only by its owner or a member of imgfeat_admin (its owner is kept).';
+COMMENT ON FUNCTION imgfeat_internal.store_classifier_definer(text, text, text[], text, float8[], float8[], float8[], float8[], integer, jsonb, text, text, bigint, integer, jsonb, text[], jsonb, boolean) IS
+'Internal, called by imgfeat_internal.store_classifier. Stores a trained classifier for the proven caller (imgfeat_internal.caller()): a new name becomes the caller''s (owner = trained_by = caller); an existing one is replaced only with replace => true and only by its owner or a member of imgfeat_admin (its owner is kept); SQLSTATE 42710 for an existing name without replace, SQLSTATE 42501 for another role''s classifier or an unproven caller.';
 
 CREATE FUNCTION imgfeat.drop_classifier(classifier_name text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO imgfeat_internal.caller_proofs DEFAULT VALUES;
+    RETURN imgfeat_internal.drop_classifier_definer(classifier_name);
+END
+$$;
+COMMENT ON FUNCTION imgfeat.drop_classifier(text) IS
+'Removes a classifier; true if it existed. Only its owner or a member of imgfeat_admin may (SQLSTATE 42501 otherwise). The owner is the role whose code calls it (current_user here: SECURITY INVOKER), never the session''s role: it proves itself in imgfeat_internal.caller_proofs and calls imgfeat_internal.drop_classifier_definer (SECURITY DEFINER, owner imgfeat_definer; analysts hold no DELETE on the shared table).';
+
+CREATE FUNCTION imgfeat_internal.drop_classifier_definer(classifier_name text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -139,8 +172,8 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION imgfeat.drop_classifier(text) IS
-'Removes a classifier; true if it existed. Only its owner or a member of imgfeat_admin may (SQLSTATE 42501 otherwise). SECURITY DEFINER (owner imgfeat_definer): analysts hold no DELETE on the shared table.';
+COMMENT ON FUNCTION imgfeat_internal.drop_classifier_definer(text) IS
+'Internal, called by imgfeat.drop_classifier. Removes a classifier; true if it existed. Only its owner or a member of imgfeat_admin may (SQLSTATE 42501 otherwise, and for an unproven caller). SECURITY DEFINER (owner imgfeat_definer): analysts hold no DELETE on the shared table.';
 
 -- The one definition of a classifier row's version: whatever rewrites the row (a replace, an
 -- UPDATE, VACUUM FULL) changes it. The per-backend cache keys classifiers by it.

@@ -54,26 +54,31 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON imgfeat.classifiers, imgfeat.featurize_j
     imgfeat_internal.job_locks TO imgfeat_definer;
 GRANT SELECT ON imgfeat_internal.classifier_versions TO imgfeat_user, imgfeat_definer;
 
--- The definer's write functions: owned by imgfeat_definer, callable by analysts, each checking
--- its caller's rights (imgfeat_internal.caller()).
+-- The definer's write functions (*_definer): owned by imgfeat_definer, each checking the rights
+-- of its proven caller (imgfeat_internal.caller()); and their SECURITY INVOKER wrappers, which
+-- prove the caller (a row of imgfeat_internal.caller_proofs) and call them. Analysts execute both.
 DO $writers$
 DECLARE
     f regprocedure;
+    definer boolean;
 BEGIN
-    FOR f IN
-        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+    FOR f, definer IN
+        SELECT p.oid::regprocedure, p.prosecdef FROM pg_catalog.pg_proc p
         WHERE (p.pronamespace = 'imgfeat_internal'::regnamespace
-               AND p.proname IN ('job_lock_key', 'start_job', 'update_job', 'record_errors', 'clear_errors', 'store_classifier'))
+               AND p.proname IN ('job_lock_key', 'start_job', 'update_job', 'record_errors', 'clear_errors', 'store_classifier',
+                                 'job_lock_key_definer', 'start_job_definer', 'update_job_definer', 'record_errors_definer',
+                                 'clear_errors_definer', 'store_classifier_definer', 'drop_classifier_definer'))
            OR (p.pronamespace = 'imgfeat'::regnamespace AND p.proname = 'drop_classifier')
     LOOP
-        EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO imgfeat_definer', f);
+        IF definer THEN
+            EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO imgfeat_definer', f);
+        END IF;
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO imgfeat_user', f);
     END LOOP;
 END
 $writers$;
-GRANT EXECUTE ON FUNCTION imgfeat_internal.caller(), imgfeat_internal.check_job_rights(regclass, regclass) TO imgfeat_definer;
-
+GRANT EXECUTE ON FUNCTION imgfeat_internal.caller(), imgfeat_internal.check_job_rights(name, regclass, regclass) TO imgfeat_definer;
 -- Classifiers: everyone with imgfeat_user reads and uses every classifier; only its owner
 -- (or imgfeat_admin) replaces or drops it (imgfeat_internal.store_classifier, imgfeat.drop_classifier).
 ALTER TABLE imgfeat.classifiers ENABLE ROW LEVEL SECURITY;
@@ -92,3 +97,16 @@ ALTER TABLE imgfeat.featurize_errors ENABLE ROW LEVEL SECURITY;
 CREATE POLICY featurize_errors_select ON imgfeat.featurize_errors FOR SELECT
     USING (pg_catalog.has_table_privilege(source, 'SELECT'));
 CREATE POLICY featurize_errors_write ON imgfeat.featurize_errors FOR ALL TO imgfeat_definer USING (true) WITH CHECK (true);
+
+-- Proofs of the caller: analysts insert their own (row-level security: role = current_user, this
+-- backend, this transaction) and nothing else; the definer reads and deletes those of its backend
+-- and transaction. INSERT allows LOCK TABLE only in ROW EXCLUSIVE mode, which blocks no reader.
+GRANT INSERT ON imgfeat_internal.caller_proofs TO imgfeat_user;
+GRANT SELECT, DELETE ON imgfeat_internal.caller_proofs TO imgfeat_definer;
+ALTER TABLE imgfeat_internal.caller_proofs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY caller_proofs_prove ON imgfeat_internal.caller_proofs FOR INSERT TO imgfeat_user
+    WITH CHECK (role = current_user AND backend_pid = pg_catalog.pg_backend_pid() AND xid = pg_catalog.pg_current_xact_id());
+CREATE POLICY caller_proofs_read ON imgfeat_internal.caller_proofs FOR SELECT TO imgfeat_definer
+    USING (backend_pid = pg_catalog.pg_backend_pid() AND xid = pg_catalog.pg_current_xact_id());
+CREATE POLICY caller_proofs_consume ON imgfeat_internal.caller_proofs FOR DELETE TO imgfeat_definer
+    USING (backend_pid = pg_catalog.pg_backend_pid() AND xid = pg_catalog.pg_current_xact_id());

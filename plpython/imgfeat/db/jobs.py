@@ -201,13 +201,16 @@ def _lock_job(plpy: Any, src: Relation, tgt: Relation, model_name: str) -> None:
     """One job at a time per (source, target, model): a session-level advisory lock, released
     when the job ends (or its session does). Its key is 64 random bits that
     ``imgfeat_internal.job_lock_key`` hands only to roles that may run the job (read the source,
-    write the target): a key anyone could compute or read would let another role take the
-    lock first and block the job for good.
+    write the target): a key anyone could compute would let another role take the lock first
+    and block the job for good. A running job's key shows in ``pg_locks``: one found held by a
+    backend that is not running this job is replaced there by a fresh key. The function keeps
+    the job's row locked until this transaction (which records the job) commits, and gives
+    NULL while another session holds it, i.e. is starting the same job.
 
     Raises:
-        InvalidParameterError: another session runs the same job.
+        InvalidParameterError: another session runs (or is starting) the same job.
     """
-    key = plpy.execute(
+    key: int | None = plpy.execute(
         plpy.prepare(
             "SELECT imgfeat_internal.job_lock_key($1::pg_catalog.oid::pg_catalog.regclass, "
             "$2::pg_catalog.oid::pg_catalog.regclass, $3) AS key",
@@ -215,8 +218,8 @@ def _lock_job(plpy: Any, src: Relation, tgt: Relation, model_name: str) -> None:
         ),
         [src.oid, tgt.oid, model_name],
     )[0]["key"]
-    got = plpy.execute(plpy.prepare("SELECT pg_catalog.pg_try_advisory_lock($1) AS ok", ["int8"]), [key])[0]["ok"]
-    if not got:
+    try_lock = plpy.prepare("SELECT pg_catalog.pg_try_advisory_lock($1) AS ok", ["int8"])
+    if key is None or not plpy.execute(try_lock, [key])[0]["ok"]:
         raise InvalidParameterError(
             f"a featurize job from {src.quoted} into {tgt.quoted} with model {model_name!r} is already running",
             hint="Watch it in imgfeat.featurize_progress; call again when it has finished (it resumes where it stopped).",

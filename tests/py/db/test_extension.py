@@ -129,7 +129,8 @@ def test_functions_pin_search_path(conn: psycopg.Connection[Any]) -> None:
 
 PUBLIC_FUNCTIONS = {
     "featurize_image", "featurize_image_file", "featurize", "register_model", "register_large_model",
-    "register_synthetic_model", "drop_model", "model_onnx", "quantize_model", "train_logistic_regression",
+    "register_synthetic_model", "drop_model", "model_onnx", "quantize_model", "register_bf16_model",
+    "train_logistic_regression",
     "drop_classifier", "predict", "predict_proba", "predict_table", "evaluate", "python_info",
 }
 """What users call: the README's Reference and Troubleshooting sections."""
