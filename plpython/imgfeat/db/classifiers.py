@@ -536,12 +536,21 @@ def classify(
 
     ``row``/``version``: the classifier's ``imgfeat.classifiers`` row and version, looked up
     by the SQL wrapper, so that no SPI runs here and the function is parallel safe.
+    ``output='length <n>'``: the wrapper found ``n`` elements where the classifier expects
+    ``feature_dim`` (compared from the array's cardinality, so a huge array is never
+    converted) and passed an empty array: raises :class:`InvalidParameterError`.
     Raises :class:`ClassifierNotFoundError`, or :class:`InvalidParameterError` for a vector
     of the wrong length, multi-dimensional, or holding NaN/infinity/NULL.
     """
     if features is None:
         return None
     clf = from_row(plpy, classifier_name, row, version)
+    if output.startswith("length "):  # the SQL wrapper refused the vector from its cardinality
+        raise InvalidParameterError(
+            f"features have {output[len('length '):]} values but classifier {clf.name!r} expects {clf.model.n_features}",
+            detail="checked from the array's cardinality before conversion",
+            hint=_featurizer_hint(clf),
+        )
     proba = clf.model.predict_proba(_vector(clf, features))[0]
     if output == "label":
         return clf.model.classes[int(np.argmax(proba))]
