@@ -161,7 +161,7 @@ AS $$
 return GD["imgfeat"].classify(plpy, features, classifier_name, classifier, version, output)
 $$;
 COMMENT ON FUNCTION imgfeat_internal.classify(real[], text, imgfeat.classifiers, text, text) IS
-'Internal: the PL/Python body of imgfeat.predict (output ''label'') and imgfeat.predict_proba (output ''proba'', JSON text; ''length <n>'': the wrappers found a vector of n elements, not feature_dim, and pass an empty array: raise 22023), given the classifier''s row and its version (trained_at, xmin, ctid) so that it needs no SPI (parallel workers). Executable only by imgfeat_definer, the owner of imgfeat.predict and imgfeat.predict_proba.';
+'Internal: the PL/Python body of imgfeat.predict (output ''label'') and imgfeat.predict_proba (output ''proba'', JSON text; ''length <n>'': the wrappers found a vector of n elements, not feature_dim, and pass an empty array: raise SQLSTATE 22023), given the classifier''s row and its version (trained_at, xmin, ctid) so that it needs no SPI (parallel workers). Executable only by imgfeat_definer, the owner of imgfeat.predict and imgfeat.predict_proba.';
 
 CREATE FUNCTION imgfeat_internal.classifier_cached(classifier_name text, version text) RETURNS boolean
 LANGUAGE plpython3u STABLE PARALLEL SAFE

@@ -605,7 +605,6 @@ def classify(
     if output.startswith("length "):  # the SQL wrapper refused the vector from its cardinality
         raise InvalidParameterError(
             f"features have {output[len('length '):]} values but classifier {clf.name!r} expects {clf.model.n_features}",
-            detail="checked from the array's cardinality before conversion",
             hint=_featurizer_hint(clf),
         )
     proba = clf.model.predict_proba(_vector(clf, features))[0]
