@@ -114,7 +114,7 @@ def test_a_jpeg_compressed_tiff_strip_is_held_to_the_scan_cap(monkeypatch: pytes
     bomb = _scan_bomb(64, 500)
     tiff = _encode(Image.new("L", (64, 64)), "TIFF", compression="jpeg")
     img = Image.open(io.BytesIO(tiff))
-    offset, count = img.tag_v2[273][0], img.tag_v2[279][0]
+    offset = img.tag_v2[273][0]
     assert tiff[offset : offset + 2] == b"\xff\xd8"
     # the strip replaced by the bomb, appended: the IFD's StripOffsets and StripByteCounts point at it
     patched = bytearray(tiff + bomb)
