@@ -453,7 +453,13 @@ def _check_ico_frames(data: bytes, max_pixels: int) -> None:
 
 
 _JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])", re.DOTALL)
+_JPEG_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # a marker other than RSTn ends entropy-coded data
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RSTn: no length
+
+MAX_JPEG_SEGMENTS = 10_000
+"""Most marker segments :func:`_jpeg_scans` walks in one JPEG stream before refusing it (real
+JPEGs have a few dozen; the walk is Python, so a file of millions of 4-byte comment segments
+would otherwise keep it busy for seconds)."""
 
 
 def _jpeg_scans(data: bytes, start: int = 0, end: int | None = None) -> int:
@@ -466,8 +472,16 @@ def _jpeg_scans(data: bytes, start: int = 0, end: int | None = None) -> int:
     """
     stop = len(data) if end is None else min(end, len(data))
     scans = 0
+    segments = 0
     i = start + 2  # after SOI
     while i < stop:
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            raise ImageDecodeError(
+                f"JPEG has too many marker segments: more than {MAX_JPEG_SEGMENTS}",
+                detail="counted before decoding; real JPEGs have a few dozen",
+                hint="re-encode the image",
+            )
         m = _JPEG_MARKER.match(data, i, stop)
         if m is None:
             return scans
@@ -484,15 +498,10 @@ def _jpeg_scans(data: bytes, start: int = 0, end: int | None = None) -> int:
             scans += 1
             if scans > MAX_JPEG_SCANS:
                 return scans
-            while True:
-                m = _JPEG_MARKER.search(data, i, stop)
-                if m is None:
-                    return scans
-                if 0xD0 <= m.group(1)[0] <= 0xD7:
-                    i = m.end()
-                    continue
-                i = m.start()
-                break
+            m = _JPEG_SCAN_END.search(data, i, stop)
+            if m is None:
+                return scans
+            i = m.start()
     return scans
 
 

@@ -145,3 +145,16 @@ def test_avif_is_refused_as_unsupported() -> None:
     assert str(err.value) == "unsupported image format AVIF"
     assert "AV1 frame" in (err.value.detail or "")
     assert "AVIF" not in im.FORMATS and "AVIF" not in im.SUPPORTED
+
+
+def test_scan_counting_is_bounded_work() -> None:
+    sos = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
+    restarts = b"\xff\xd8" + sos + b"\x12\xff\xd0" * 2_000_000 + b"\xff\xd9"  # RSTn inside one scan: skipped in C
+    started = time.monotonic()
+    assert im._jpeg_scans(restarts) == 1
+    assert time.monotonic() - started < 1
+    comments = b"\xff\xd8" + b"\xff\xfe\x00\x02" * 1_000_000 + b"\xff\xd9"
+    started = time.monotonic()
+    with pytest.raises(ImageDecodeError, match=r"^JPEG has too many marker segments: more than 10000$"):
+        im.decode(comments)
+    assert time.monotonic() - started < 1
