@@ -438,6 +438,10 @@ def _check_ico_frames(data: bytes, max_pixels: int) -> None:
         if frame[:8] == _PNG_MAGIC and len(frame) >= 24:
             width, height = int.from_bytes(frame[16:20], "big"), int.from_bytes(frame[20:24], "big")
             kind = "PNG"
+        elif len(frame) >= 12 and int.from_bytes(frame[0:4], "little") == 12:  # OS/2 BITMAPCOREHEADER
+            width = int.from_bytes(frame[4:6], "little")
+            height = int.from_bytes(frame[6:8], "little") // 2
+            kind = "BMP"
         elif len(frame) >= 12:
             width = abs(int.from_bytes(frame[4:8], "little", signed=True))
             height = abs(int.from_bytes(frame[8:12], "little", signed=True)) // 2

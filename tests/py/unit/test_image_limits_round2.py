@@ -50,6 +50,12 @@ def test_an_ico_bmp_frame_is_held_to_the_limit_by_its_own_header(monkeypatch: py
         im.decode(_ico_around(dib), max_pixels=1000)
 
 
+def test_an_ico_core_header_bmp_frame_is_read_by_its_16_bit_size() -> None:
+    core = struct.pack("<IHHHH", 12, 3000, 2 * 3000, 1, 24)  # BITMAPCOREHEADER: 3000x3000, XOR + AND
+    with pytest.raises(ImageTooLargeError, match=r"^image is too large: 3000x3000 "):
+        im.decode(_ico_around(core + b"\0" * 64), max_pixels=1000)
+
+
 def test_a_genuine_ico_still_decodes() -> None:
     ico = _encode(Image.new("RGBA", (32, 32), (1, 2, 3, 255)), "ICO", sizes=[(16, 16), (32, 32)])
     assert im.decode(ico).size == (32, 32)
