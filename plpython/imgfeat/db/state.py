@@ -164,12 +164,27 @@ def interrupt_check(plpy: Any) -> Callable[[], None]:
     return check
 
 
+class _Stopped(BaseException):
+    """Raised inside an abandoned computation's thread to end it (see :func:`_stop`)."""
+
+
+def _stop(thread: threading.Thread) -> None:
+    """Ask ``thread`` to stop: :class:`_Stopped` is raised in it at its next Python bytecode
+    (``PyThreadState_SetAsyncExc``). Code that stays in C until it returns (scikit-learn's
+    ``saga`` epochs) runs on to its own limit; Python-level loops (SciPy's L-BFGS-B, the
+    ``lbfgs`` solver) end within an iteration."""
+
+    if thread.ident is not None and thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Stopped))
+
+
 def run_interruptibly(plpy: Any, work: Callable[[], T], what: str) -> T:
     """``work()``, run in a thread while this backend keeps answering cancels and terminations
     (:func:`interrupt_check` every :data:`POLL_SECONDS`): library code such as scikit-learn's
-    solvers never returns to PostgreSQL until it is done. A cancelled ``work`` cannot be
-    stopped; it runs on, bounded by its own limits, and the next call waits for nothing: it
-    refuses to start while one is still running.
+    solvers never returns to PostgreSQL until it is done. A cancelled ``work`` is asked to stop
+    (:func:`_stop`: Python-level loops end within an iteration); what cannot be stopped runs
+    on, bounded by its own limits, and the next call waits for nothing: it refuses to start
+    while one is still running.
 
     Raises:
         ImgfeatError: an earlier cancelled ``what`` of this session is still running.
@@ -200,6 +215,7 @@ def run_interruptibly(plpy: Any, work: Callable[[], T], what: str) -> T:
             if thread.is_alive():
                 check()
     except BaseException:
+        _stop(thread)
         _ABANDONED.append(thread)
         raise
     if "error" in outcome:

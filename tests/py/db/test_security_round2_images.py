@@ -19,6 +19,7 @@ import io
 import os
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -325,3 +326,52 @@ def test_sources_refuse_huge_vectors_before_converting_them(analyst: psycopg.Con
         assert grown < 300, f"an 80 MB feature array in a source cost the backend {grown} MB before it was refused"
     finally:
         conn.execute("DELETE FROM imgfeat.classifiers WHERE name = %s", (name,))
+
+
+# --------------------------------------------------------------------------- a cancelled training in a pooled connection
+
+
+@pytest.fixture
+def noise_for_pool(conn: psycopg.Connection[Any]) -> Iterator[str]:
+    """2000 rows of 64 features scaled from 1 to 100000, labels linearly separable: L-BFGS
+    without a penalty and without normalisation runs for tens of seconds (about 14,000 iterations)."""
+    conn.execute("DROP TABLE IF EXISTS public.r2_noise")
+    conn.execute("CREATE TABLE public.r2_noise (id int PRIMARY KEY, features real[], label text)")
+    conn.execute("SELECT setseed(0.5)")
+    conn.execute("WITH z AS (SELECT i, j, random() - 0.5 AS v FROM generate_series(1, 2000) i, generate_series(1, 64) j) "
+                 "INSERT INTO public.r2_noise SELECT i, array_agg((v * 10 ^ (j % 6))::real ORDER BY j), "
+                 "CASE WHEN sum(v * sin(j)) < 0 THEN 'a' ELSE 'b' END FROM z GROUP BY i")
+    conn.execute("GRANT SELECT ON public.r2_noise TO PUBLIC")
+    yield "public.r2_noise"
+    conn.execute("DROP TABLE IF EXISTS public.r2_noise")
+    conn.execute("DELETE FROM imgfeat.classifiers WHERE name IN ('r2_pool_alice', 'r2_pool_bob')")
+
+
+def test_a_cancelled_lbfgs_training_stops_and_does_not_block_the_pooled_connection(
+    conn: psycopg.Connection[Any], alice: psycopg.Connection[Any], bob: psycopg.Connection[Any], noise_for_pool: str
+) -> None:
+    """Repro: a pool's connection (logged in as a role that may SET ROLE to its users) runs
+    alice's training, which statement_timeout cancels; the training went on in the backend's
+    background for as long as its iteration limit allowed, and every later training in that
+    connection (bob's too) was refused ("a cancelled training of this connection is still
+    finishing"). Now the cancelled training's thread is stopped at its next Python bytecode:
+    L-BFGS (the solver without an L1 penalty) ends within an iteration, and bob trains."""
+    conn.execute("DROP ROLE IF EXISTS imgfeat_test_pool")
+    conn.execute("CREATE ROLE imgfeat_test_pool LOGIN IN ROLE imgfeat_test_alice, imgfeat_test_bob")
+    conn.execute("GRANT CREATE ON SCHEMA public TO imgfeat_test_pool")
+    try:
+        with connect_as(conn.info.dsn, "imgfeat_test_pool") as pool:
+            pool.execute("SET ROLE imgfeat_test_alice")
+            pool.execute("SET statement_timeout = '1s'")
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                pool.execute(f"CALL imgfeat.train_logistic_regression('r2_pool_alice', '{noise_for_pool}', l1_weight => 0, "
+                             "l2_weight => 0, max_iterations => 100000, \"normalize\" => false, replace => true)")
+            pool.execute("RESET statement_timeout")
+            pool.execute("RESET ROLE")
+            pool.execute("SET ROLE imgfeat_test_bob")
+            time.sleep(1)
+            pool.execute(f"CALL imgfeat.train_logistic_regression('r2_pool_bob', '{noise_for_pool}', max_iterations => 5, replace => true)")
+            pool.execute("RESET ROLE")
+    finally:
+        conn.execute("DROP OWNED BY imgfeat_test_pool")
+        conn.execute("DROP ROLE IF EXISTS imgfeat_test_pool")
