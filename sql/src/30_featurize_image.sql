@@ -31,7 +31,7 @@ server = GD.get("imgfeat")
 return None if server is None else server.cached_pixel_ceiling()
 $$;
 COMMENT ON FUNCTION imgfeat_internal.cached_pixel_ceiling() IS
-'Internal: the configured imgfeat.max_image_pixels this process has already been given (a decimal number, '''' when the configuration sets none), or NULL; imgfeat.featurize_image reads the configuration files only when it is NULL. Runs no query.';
+'Internal: the configured imgfeat.max_image_pixels this process has already been given, as ''<key>:<pixels>'' where key is pg_conf_load_time() (epoch seconds, text) when it was read, or NULL; imgfeat.featurize_image uses it only when its key is the current pg_conf_load_time(), else reads the configuration files again (so a lowered ceiling binds backends already running after SELECT pg_reload_conf()). Runs no query.';
 
 CREATE FUNCTION imgfeat.featurize_image(image bytea, model_name text DEFAULT 'resnet18', resize text DEFAULT NULL)
 RETURNS real[]
@@ -42,9 +42,16 @@ RETURN imgfeat_internal.featurize_image(
     (SELECT m FROM imgfeat.models m WHERE m.name = featurize_image.model_name),
     model_name, resize,
     pg_catalog.current_setting('imgfeat.max_image_pixels', true),
-    COALESCE(imgfeat_internal.cached_pixel_ceiling(),
-             (SELECT s.setting FROM imgfeat_internal.config_settings() s WHERE s.name = 'imgfeat.max_image_pixels'),
-             ''),
+    -- The ceiling as <key>:<pixels>, key = when this backend last loaded the configuration
+    -- files: the cached ceiling only if it was read since, else the one in the configuration
+    -- files (a reload binds backends already running).
+    (SELECT k.key || ':' || COALESCE(
+                (SELECT pg_catalog.substr(c.c, pg_catalog.length(k.key) + 2)
+                   FROM (SELECT imgfeat_internal.cached_pixel_ceiling() AS c) c
+                  WHERE pg_catalog.starts_with(c.c, k.key || ':')),
+                (SELECT s.setting FROM imgfeat_internal.config_settings() s WHERE s.name = 'imgfeat.max_image_pixels'),
+                '')
+       FROM (SELECT pg_catalog."extract"('epoch', pg_catalog.pg_conf_load_time())::pg_catalog.text AS key) k),
     pg_catalog.current_setting('imgfeat.intra_op_num_threads', true),
     pg_catalog.current_setting('imgfeat.inter_op_num_threads', true),
     pg_catalog.current_setting('imgfeat.session_cache_size', true));

@@ -194,7 +194,7 @@ AS $$
 return GD["imgfeat"].classify(plpy, features, classifier_name, classifier, version, output)
 $$;
 COMMENT ON FUNCTION imgfeat_internal.classify(real[], text, imgfeat.classifiers, text, text) IS
-'Internal: the PL/Python body of imgfeat.predict (output ''label'') and imgfeat.predict_proba (output ''proba'', JSON text), given the classifier''s row and its version (trained_at, xmin, ctid) so that it needs no SPI (parallel workers). Executable only by imgfeat_definer, the owner of imgfeat.predict and imgfeat.predict_proba.';
+'Internal: the PL/Python body of imgfeat.predict (output ''label'') and imgfeat.predict_proba (output ''proba'', JSON text; ''length <n>'': the wrappers found a vector of n elements, not feature_dim, and pass an empty array: raise SQLSTATE 22023), given the classifier''s row and its version (trained_at, xmin, ctid) so that it needs no SPI (parallel workers). Executable only by imgfeat_definer, the owner of imgfeat.predict and imgfeat.predict_proba.';
 
 CREATE FUNCTION imgfeat_internal.classifier_cached(classifier_name text, version text) RETURNS boolean
 LANGUAGE plpython3u STABLE PARALLEL SAFE
@@ -210,24 +210,42 @@ CREATE FUNCTION imgfeat.predict(classifier_name text, features real[]) RETURNS t
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+    -- A vector of another length than the classifier's is refused here, from its cardinality:
+    -- the PL/Python body is given an empty array and its length (output 'length <n>'), never
+    -- the array itself (PL/Python would make a Python list of all its elements first).
     SELECT imgfeat_internal.classify(
-               predict.features, predict.classifier_name,
+               CASE WHEN pg_catalog.cardinality(predict.features) = (v.classifier).feature_dim THEN predict.features
+                    WHEN predict.features IS NULL OR v.name IS NULL THEN predict.features
+                    ELSE '{}'::real[] END,
+               predict.classifier_name,
                CASE WHEN imgfeat_internal.classifier_cached(predict.classifier_name, v.version) THEN NULL ELSE v.classifier END,
-               v.version, 'label')
+               v.version,
+               CASE WHEN predict.features IS NULL OR v.name IS NULL
+                         OR pg_catalog.cardinality(predict.features) = (v.classifier).feature_dim THEN 'label'
+                    ELSE 'length ' || pg_catalog.cardinality(predict.features)::pg_catalog.text END)
       FROM (SELECT) AS one LEFT JOIN imgfeat_internal.classifier_versions v ON v.name = predict.classifier_name;
 END;
 ALTER FUNCTION imgfeat.predict(text, real[]) OWNER TO imgfeat_definer;
 COMMENT ON FUNCTION imgfeat.predict(text, real[]) IS
-'The most probable class (as text: integer and boolean labels as their text form) of one feature vector real[d] under the classifier. NULL features give NULL. Errors: unknown classifier (SQLSTATE 42704; known ones listed in DETAIL), a vector of another length than the classifier''s feature_dim, NaN/infinite/NULL elements (SQLSTATE 22023). The classifier is built once per backend and rebuilt when its row changes (replace, UPDATE). PARALLEL SAFE: the row is looked up here and handed to a PL/Python body that runs no query, so predict composes with imgfeat.featurize_image in parallel plans. SECURITY DEFINER (owner imgfeat_definer, which may only read imgfeat.classifiers and call the internal function): every classifier is readable by every imgfeat_user anyway, and no caller can hand the internal function a row of their own. For whole tables imgfeat.predict_table is faster.';
+'The most probable class (as text: integer and boolean labels as their text form) of one feature vector real[d] under the classifier. NULL features give NULL. Errors: unknown classifier (SQLSTATE 42704; known ones listed in DETAIL), a vector of another number of elements than the classifier''s feature_dim (checked from its cardinality before the array is handed to PL/Python, so a huge array costs no memory), a multi-dimensional array, NaN/infinite/NULL elements (SQLSTATE 22023). The classifier is built once per backend and rebuilt when its row changes (replace, UPDATE). PARALLEL SAFE: the row is looked up here and handed to a PL/Python body that runs no query, so predict composes with imgfeat.featurize_image in parallel plans. SECURITY DEFINER (owner imgfeat_definer, which may only read imgfeat.classifiers and call the internal function): every classifier is readable by every imgfeat_user anyway, and no caller can hand the internal function a row of their own. For whole tables imgfeat.predict_table is faster.';
 
 CREATE FUNCTION imgfeat.predict_proba(classifier_name text, features real[]) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+    -- A vector of another length than the classifier's is refused here, from its cardinality:
+    -- the PL/Python body is given an empty array and its length (output 'length <n>'), never
+    -- the array itself (PL/Python would make a Python list of all its elements first).
     SELECT imgfeat_internal.classify(
-               predict_proba.features, predict_proba.classifier_name,
+               CASE WHEN pg_catalog.cardinality(predict_proba.features) = (v.classifier).feature_dim THEN predict_proba.features
+                    WHEN predict_proba.features IS NULL OR v.name IS NULL THEN predict_proba.features
+                    ELSE '{}'::real[] END,
+               predict_proba.classifier_name,
                CASE WHEN imgfeat_internal.classifier_cached(predict_proba.classifier_name, v.version) THEN NULL ELSE v.classifier END,
-               v.version, 'proba')::pg_catalog.jsonb
+               v.version,
+               CASE WHEN predict_proba.features IS NULL OR v.name IS NULL
+                         OR pg_catalog.cardinality(predict_proba.features) = (v.classifier).feature_dim THEN 'proba'
+                    ELSE 'length ' || pg_catalog.cardinality(predict_proba.features)::pg_catalog.text END)::pg_catalog.jsonb
       FROM (SELECT) AS one LEFT JOIN imgfeat_internal.classifier_versions v ON v.name = predict_proba.classifier_name;
 END;
 ALTER FUNCTION imgfeat.predict_proba(text, real[]) OWNER TO imgfeat_definer;

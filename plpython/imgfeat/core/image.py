@@ -40,6 +40,11 @@ Pixel-mode conventions (every mode becomes 8-bit RGB, nothing is clipped):
 
 Multi-frame images (GIF, APNG, animated WebP, multi-page TIFF, MPO): the first frame.
 
+Untrusted data is held to limits before anything is decoded: ``max_pixels`` from the header
+(an ICO's frames from their own PNG/BMP headers; Pillow's decompression-bomb limit is set to
+``max_pixels`` while a file is opened, never lifted), at most :data:`MAX_JPEG_SCANS` scans in a
+JPEG stream; AVIF is refused (see :data:`FORMATS`).
+
 Warnings raised by Pillow while decoding (corrupt EXIF, decompression-bomb warnings, which
 this module replaces by its own ``max_pixels`` check) are suppressed inside
 :func:`decode`; :func:`warnings.catch_warnings` is process-global in Python 3.11, which is
@@ -82,17 +87,36 @@ DEFAULT_MAX_PIXELS = 50_000_000
 It covers every common camera sensor (45-50 MP full-frame and medium-format-lite bodies,
 50 MP phone sensors) while bounding one decode to about 150 MB as 8-bit RGB (200 MB for
 RGBA before compositing) inside a PostgreSQL backend. It is lower than Pillow's own
-decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, 89.5 MP by default), which this
-module does not rely on: the limit here is checked from the header, whatever Pillow's
-global is set to.
-"""
+decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, 89.5 MP by default): the limit here is
+checked from the header, whatever Pillow's global is set to (which is set to ``max_pixels``
+only while a file is opened, then restored)."""
 
 FORMATS: tuple[str, ...] = (
-    "JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "AVIF", "PPM", "JPEG2000", "ICO",
+    "JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "JPEG2000", "ICO",
 )
 """Pillow formats :func:`decode` tries, in order (MPO, the multi-picture JPEG of some
 cameras, is opened by the JPEG plugin). Formats that run external programs (EPS through
-Ghostscript) or have no reliable signature (TGA) are left out."""
+Ghostscript) or have no reliable signature (TGA) are left out. AVIF is refused (since 0.3.0's
+second security round): Pillow takes its size from the container's ``ispe`` box, but libavif
+decodes the AV1 frame at the frame's own size (up to 16384x16384), so the pixel limit could not
+be enforced before decoding. ICO frames are checked from their own PNG/BMP headers before
+Pillow opens the file (Pillow decodes an ICO's frame inside ``Image.open``)."""
+
+SUPPORTED = "JPEG, PNG, GIF, BMP, TIFF, WebP, PBM/PGM/PPM/PFM, JPEG 2000, ICO"
+"""The accepted formats, as named in error messages."""
+
+MAX_JPEG_SCANS = 100
+"""Most scans (SOS markers) accepted in one JPEG stream (JPEG, the first frame of an MPO, each
+strip or tile of a JPEG-compressed TIFF), counted from the bytes before anything is decoded.
+
+libjpeg decodes a progressive JPEG scan by scan, walking every block of the image for each
+one, in C, where no cancel or ``statement_timeout`` reaches it; a scan header costs about 10
+bytes, so a small file can repeat it thousands of times and hold a backend for minutes (a
+"scan bomb"; libjpeg-turbo's ``TJPARAM_SCANLIMIT`` / ``djpeg -maxscans`` exist to bound it).
+Baseline JPEGs have 1 scan per stream (3 when the components are stored separately), libjpeg's
+progressive scripts 6 (gray) or 10 (color), optimised encoders (mozjpeg, jpegtran
+``-optimize``) a few dozen at most; 100 scans over a 50-megapixel image decode in well under a
+second."""
 
 DRAFT_TOLERANCE = 0.01
 """Bound on the mean absolute difference, in normalised (ImageNet mean/std) units, between the
@@ -195,9 +219,11 @@ def decode(
         for how each pixel mode maps to 8-bit RGB.
 
     Raises:
-        ImageTooLargeError: the header declares more than ``max_pixels`` pixels.
-        ImageDecodeError: empty, unrecognised, unsupported (e.g. HEIF), damaged or truncated
-            data; the message says which (Pillow's own message is in ``detail``).
+        ImageTooLargeError: the header (or an ICO frame's own header) declares more than
+            ``max_pixels`` pixels.
+        ImageDecodeError: empty, unrecognised, unsupported (e.g. HEIF, AVIF), damaged or truncated
+            data, or a JPEG stream of more than :data:`MAX_JPEG_SCANS` scans; the message says
+            which (Pillow's own message is in ``detail``).
         InvalidParameterError: ``max_pixels`` < 1 or a bad ``background``.
     """
     fixed = None if draft_size is None else (max(1, int(draft_size[0])), max(1, int(draft_size[1])))
@@ -326,37 +352,201 @@ def _decode_netpbm(data: bytes, max_pixels: int) -> Image.Image | None:
 
 
 def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
-    """Image.open restricted to FORMATS, with our header-size limit instead of Pillow's global."""
+    """Image.open restricted to FORMATS, held to ``max_pixels`` before anything is decoded.
+
+    Checks, in order: an ICO's frames from their own PNG/BMP headers (Pillow decodes the frame
+    inside ``Image.open``); a JPEG's number of scans (:data:`MAX_JPEG_SCANS`); then Pillow opens
+    the header with its decompression-bomb limit set to ``max_pixels`` for the call (Pillow
+    refuses more than twice its limit by itself; between once and twice, the check below
+    refuses with the header's size). Pillow's limit is never lifted.
+    """
+    _check_ico_frames(data, max_pixels)
+    _check_jpeg_scans(data)
     try:
-        try:
-            img = Image.open(io.BytesIO(data), formats=FORMATS)
-        except Image.DecompressionBombError:
-            # Pillow's global limit (whatever it is set to) is below this image's header size;
-            # re-read the header with it lifted so that our own limit decides, with the real size.
-            with _PIL_LIMIT_LOCK:
-                saved = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = None
-                try:
-                    img = Image.open(io.BytesIO(data), formats=FORMATS)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = saved
+        with _PIL_LIMIT_LOCK:
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            try:
+                img = Image.open(io.BytesIO(data), formats=FORMATS)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     except UnidentifiedImageError as e:
         raise _unidentified_error(data) from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _bomb_error(e, max_pixels) from e
     except MemoryError:
+        raise
+    except ImgfeatError:
         raise
     except Exception as e:
         raise _load_error(e, None, len(data)) from e
+    if img.format == "TIFF":
+        _check_tiff_jpeg_scans(img, data)
     width, height = img.size
     if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"image is too large: {width}x{height} ({_pixels(width * height)}) "
-            f"exceeds the limit of {_pixels(max_pixels)}",
-            detail=f"{img.format} header declares {width}x{height} pixels; nothing was decoded",
-            hint="downscale the image before storing it, or raise max_pixels",
-        )
+        raise _too_large(width, height, max_pixels, f"{img.format} header declares {width}x{height} pixels; nothing was decoded")
     if width < 1 or height < 1:
         raise ImageDecodeError(f"image has no pixels ({width}x{height})")
     return img
+
+
+def _too_large(width: int, height: int, max_pixels: int, detail: str) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"image is too large: {width}x{height} ({_pixels(width * height)}) "
+        f"exceeds the limit of {_pixels(max_pixels)}",
+        detail=detail,
+        hint="downscale the image before storing it, or raise max_pixels",
+    )
+
+
+_BOMB_PIXELS = re.compile(r"Image size \((\d+) pixels\)")
+
+
+def _bomb_error(e: BaseException, max_pixels: int) -> ImageTooLargeError:
+    """Pillow's own header check (its limit set to ``max_pixels``) refused the image."""
+    m = _BOMB_PIXELS.search(str(e))
+    declared = f"{_pixels(int(m.group(1)))} " if m else ""
+    return ImageTooLargeError(
+        f"image is too large: {declared}exceeds the limit of {_pixels(max_pixels)}",
+        detail=f"{e}; nothing was decoded",
+        hint="downscale the image before storing it, or raise max_pixels",
+    )
+
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_ico_frames(data: bytes, max_pixels: int) -> None:
+    """Refuse an ICO any of whose frames is larger than ``max_pixels``, from the frames' own headers.
+
+    An ICO's directory declares each frame's size in one byte per side (at most 256x256), but a
+    frame is a whole PNG or a BMP (DIB) of its own size, which Pillow decodes inside
+    ``Image.open`` (before any size check of ours). Each frame's real size is read here: the
+    PNG's IHDR, or the DIB header's width and half its height (the XOR and AND masks). A frame
+    whose header lies outside the data is left to Pillow (it fails as damaged or truncated).
+    """
+    head = bytes(data[:6])
+    if len(head) < 6 or head[:4] not in (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00"):
+        return
+    count = int.from_bytes(head[4:6], "little")
+    for k in range(count):
+        entry = bytes(data[6 + 16 * k : 22 + 16 * k])
+        if len(entry) < 16:
+            return
+        offset = int.from_bytes(entry[12:16], "little")
+        frame = bytes(data[offset : offset + 24])
+        if frame[:8] == _PNG_MAGIC and len(frame) >= 24:
+            width, height = int.from_bytes(frame[16:20], "big"), int.from_bytes(frame[20:24], "big")
+            kind = "PNG"
+        elif len(frame) >= 12 and int.from_bytes(frame[0:4], "little") == 12:  # OS/2 BITMAPCOREHEADER
+            width = int.from_bytes(frame[4:6], "little")
+            height = int.from_bytes(frame[6:8], "little") // 2
+            kind = "BMP"
+        elif len(frame) >= 12:
+            width = abs(int.from_bytes(frame[4:8], "little", signed=True))
+            height = abs(int.from_bytes(frame[8:12], "little", signed=True)) // 2
+            kind = "BMP"
+        else:
+            continue
+        if width * height > max_pixels:
+            raise _too_large(
+                width, height, max_pixels,
+                f"ICO frame {k + 1} of {count} is a {kind} of {width}x{height} pixels "
+                f"(the directory says {entry[0] or 256}x{entry[1] or 256}); nothing was decoded",
+            )
+
+
+_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xff])", re.DOTALL)
+_JPEG_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # a marker other than RSTn ends entropy-coded data
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RSTn: no length
+
+MAX_JPEG_SEGMENTS = 10_000
+"""Most marker segments :func:`_jpeg_scans` walks in one JPEG stream before refusing it (real
+JPEGs have a few dozen; the walk is Python, so a file of millions of 4-byte comment segments
+would otherwise keep it busy for seconds)."""
+
+
+def _jpeg_scans(data: bytes, start: int = 0, end: int | None = None) -> int:
+    """The number of scans (SOS markers) in the JPEG stream at ``data[start:end]``, up to its EOI.
+
+    Walks the marker segments by their lengths (so that a thumbnail inside APP1 does not count),
+    and from each SOS skips the entropy-coded data to the next marker (0xFF followed by a byte
+    other than 0x00 or a restart marker). Stops at the first inconsistency: the decoder will
+    report what is wrong with the data.
+    """
+    stop = len(data) if end is None else min(end, len(data))
+    scans = 0
+    segments = 0
+    i = start + 2  # after SOI
+    while i < stop:
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            raise ImageDecodeError(
+                f"JPEG has too many marker segments: more than {MAX_JPEG_SEGMENTS}",
+                detail="counted before decoding; real JPEGs have a few dozen",
+                hint="re-encode the image",
+            )
+        m = _JPEG_MARKER.match(data, i, stop)
+        if m is None:
+            return scans
+        marker = m.group(1)[0]
+        i = m.end()
+        if marker == 0xD9:  # EOI
+            return scans
+        if marker in _STANDALONE:
+            continue
+        if i + 2 > stop:
+            return scans
+        i += int.from_bytes(data[i : i + 2], "big")
+        if marker == 0xDA:  # SOS: entropy-coded data follows, up to the next real marker
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                return scans
+            m = _JPEG_SCAN_END.search(data, i, stop)
+            if m is None:
+                return scans
+            i = m.start()
+    return scans
+
+
+def _scan_error(scans: int, where: str) -> ImageDecodeError:
+    return ImageDecodeError(
+        f"JPEG has too many scans: more than {MAX_JPEG_SCANS} in {where}",
+        detail=f"counted {scans} scans (SOS markers) before decoding; real progressive JPEGs have about 10, "
+        "and each scan makes the decoder walk the whole image again (a scan bomb)",
+        hint="re-encode the image (e.g. as a baseline JPEG)",
+    )
+
+
+def _check_jpeg_scans(data: bytes) -> None:
+    """Refuse a JPEG (or MPO: its first frame) with more than :data:`MAX_JPEG_SCANS` scans."""
+    if bytes(data[:3]) != b"\xff\xd8\xff":
+        return
+    raw = data if isinstance(data, bytes) else bytes(data)
+    scans = _jpeg_scans(raw)
+    if scans > MAX_JPEG_SCANS:
+        raise _scan_error(scans, "the image")
+
+
+def _check_tiff_jpeg_scans(img: ImageFile.ImageFile, data: bytes) -> None:
+    """Refuse a JPEG-compressed TIFF one of whose strips or tiles has more than :data:`MAX_JPEG_SCANS` scans."""
+    tags = getattr(img, "tag_v2", None)
+    if tags is None or tags.get(259) not in (6, 7):  # Compression: old-style JPEG, JPEG
+        return
+    raw = data if isinstance(data, bytes) else bytes(data)
+    for offsets_tag, counts_tag, what in ((273, 279, "strip"), (324, 325, "tile")):
+        offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+        if offsets is None or counts is None:
+            continue
+        offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+        counts = counts if isinstance(counts, tuple) else (counts,)
+        for k, (offset, count) in enumerate(zip(offsets, counts)):
+            offset, count = int(offset), int(count)
+            if raw[offset : offset + 2] != b"\xff\xd8":
+                continue
+            scans = _jpeg_scans(raw, offset, offset + count)
+            if scans > MAX_JPEG_SCANS:
+                raise _scan_error(scans, f"TIFF {what} {k + 1}")
 
 
 def _pixels(n: int) -> str:
@@ -373,8 +563,10 @@ def _unidentified_error(data: bytes) -> ImageDecodeError:
             what = "HEIF"
         elif brands & _AVIF_BRANDS:
             return ImageDecodeError(
-                f"damaged or truncated AVIF image ({len(data)} bytes)",
-                detail="the AVIF decoder rejected the data",
+                "unsupported image format AVIF",
+                detail="AVIF is refused: its decoder decodes the AV1 frame at the frame's own size, "
+                "whatever the container declares, so the pixel limit cannot be checked before decoding",
+                hint=f"convert it to one of: {SUPPORTED}",
             )
         else:
             what = f"ISO media ({head[8:12].decode('latin-1')!r})"
@@ -388,7 +580,7 @@ def _unidentified_error(data: bytes) -> ImageDecodeError:
         what = "Photoshop PSD"
     elif b"<svg" in bytes(data[:1024]).lower():
         what = "SVG"
-    supported = "JPEG, PNG, GIF, BMP, TIFF, WebP, AVIF, PBM/PGM/PPM/PFM, JPEG 2000, ICO"
+    supported = SUPPORTED
     if what is not None:
         return ImageDecodeError(
             f"unsupported image format {what}", hint=f"convert it to one of: {supported}"

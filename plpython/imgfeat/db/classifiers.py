@@ -72,6 +72,19 @@ FETCH_ROWS = 200
 """Rows fetched per round trip from a source (``plpy.cursor(...).fetch``): small enough that a
 result set stays in the CPU's cache, large enough to amortise the round trip."""
 
+MAX_SOURCE_VALUES = 25_000_000
+"""Most feature values (rows x features, summed over the rows' array lengths) that training and
+``imgfeat.evaluate`` read from a source: e.g. 48,000 rows of 512 features, 12,000 of 2048.
+
+PL/Python turns every element into a Python float (about 32 bytes each), so the source is
+held to this before its arrays are converted: a running total of the arrays' cardinalities is
+computed in SQL, and the rows past the cap are never handed to Python (about 800 MB of lists
+at the cap). The error names the first row past it."""
+
+MAX_FEATURE_VALUES = 1_000_000
+"""Most elements one feature array of a training source may have (the largest feature layer of
+the built-in models has 8192; the classifier's ``feature_dim`` bounds prediction sources)."""
+
 _LIST_KNOWN = 50
 """How many known classifier names an 'unknown classifier' error lists."""
 
@@ -171,28 +184,72 @@ def _fetch(plpy: Any, query: str) -> Any:
 
 
 def _read_labelled(
-    plpy: Any, src: Relation, feat: Column, label_expr: str
+    plpy: Any, src: Relation, feat: Column, label_expr: str, expected: tuple[int, str] | None = None
 ) -> tuple[list[str] | None, list[Any], list[Any]]:
     """Every row of ``src`` as ``(ids or None, labels, feature lists)``, in :meth:`Source.row_key` order.
 
     Features are read with :func:`_features_expr` (PL/Python lists of float, ``None`` for NULL elements,
-    ``None`` for a NULL array). Raises :class:`TrainingError` for multi-dimensional arrays.
+    ``None`` for a NULL array). Before any array is converted, each row's cardinality and the
+    running total are computed in SQL: an array of more than :data:`MAX_FEATURE_VALUES` elements
+    (or, with ``expected`` = ``(feature_dim, classifier name)``, of another length), or one that
+    takes the total past :data:`MAX_SOURCE_VALUES`, is never handed to Python and raises,
+    naming its row. Raises :class:`TrainingError` for multi-dimensional arrays.
     """
     key, order = _row_key(src)
+    col = f"s.{feat.quoted}"
+    per_row = MAX_FEATURE_VALUES if expected is None else expected[0]
+    fits = (f"pg_catalog.cardinality({col}) <= {int(per_row)}" if expected is None
+            else f"pg_catalog.cardinality({col}) = {int(per_row)}")
     query = (
         f"SELECT {key or 'NULL::pg_catalog.text'} AS key, {label_expr} AS label, "
-        f"{_features_expr(feat)} AS features FROM {src.quoted} AS s {order}"
+        f"pg_catalog.cardinality({col}) AS n, "
+        f"CASE WHEN {fits} AND pg_catalog.sum(CASE WHEN {fits} THEN pg_catalog.cardinality({col}) END) OVER w "
+        f"<= {MAX_SOURCE_VALUES} THEN {_features_expr(feat)} END AS features "
+        f"FROM {src.quoted} AS s WINDOW w AS ({order} ROWS UNBOUNDED PRECEDING) {order}"
     )
     keys: list[Any] = []
     labels: list[Any] = []
     rows: list[Any] = []
+    wrong: list[int] = []
+    total = 0
     for r in _fetch(plpy, query):
+        n = r["n"]
+        if n is not None and r["features"] is None:
+            n = int(n)
+            if expected is not None and n != expected[0]:
+                wrong.append(len(keys))  # named all together below (nothing of it was converted)
+            else:
+                _refuse_row(src, len(keys), r["key"] if key is not None else None, n, total)
+        elif n is not None:
+            total += int(n)
         keys.append(r["key"])
         labels.append(r["label"])
         rows.append(r["features"])
     ids = keys if key is not None else None
+    if wrong and expected is not None:
+        raise InvalidParameterError(
+            f"features of {_name_rows(wrong, ids)} of {src.quoted} do not have the {expected[0]} values "
+            f"classifier {expected[1]!r} expects",
+            detail="checked from the arrays' cardinality before conversion",
+        )
     _reject_nested(rows, ids)
     return ids, labels, rows
+
+
+def _refuse_row(src: Relation, position: int, row_id: Any, n: int, before: int) -> None:
+    """The error for a row whose features :func:`_read_labelled` would not convert."""
+    row = f"id {row_id}" if row_id is not None else f"row {position} (0-based)"
+    if n > MAX_FEATURE_VALUES:
+        raise TrainingError(
+            f"features of {row} of {src.quoted} have {n:,} values; at most {MAX_FEATURE_VALUES:,} a row are read",
+            detail="checked from the array's cardinality before conversion",
+        )
+    raise TrainingError(
+        f"{src.quoted} holds more than {MAX_SOURCE_VALUES:,} feature values (rows x features): "
+        f"{row} takes the total from {before:,} to {before + n:,}",
+        detail="rows are read in order and counted before their arrays are converted; nothing past the limit was read",
+        hint="train or evaluate on a sample of the rows (e.g. a view with TABLESAMPLE or LIMIT)",
+    )
 
 
 # --------------------------------------------------------------------------- training
@@ -536,12 +593,20 @@ def classify(
 
     ``row``/``version``: the classifier's ``imgfeat.classifiers`` row and version, looked up
     by the SQL wrapper, so that no SPI runs here and the function is parallel safe.
+    ``output='length <n>'``: the wrapper found ``n`` elements where the classifier expects
+    ``feature_dim`` (compared from the array's cardinality, so a huge array is never
+    converted) and passed an empty array: raises :class:`InvalidParameterError`.
     Raises :class:`ClassifierNotFoundError`, or :class:`InvalidParameterError` for a vector
     of the wrong length, multi-dimensional, or holding NaN/infinity/NULL.
     """
     if features is None:
         return None
     clf = from_row(plpy, classifier_name, row, version)
+    if output.startswith("length "):  # the SQL wrapper refused the vector from its cardinality
+        raise InvalidParameterError(
+            f"features have {output[len('length '):]} values but classifier {clf.name!r} expects {clf.model.n_features}",
+            hint=_featurizer_hint(clf),
+        )
     proba = clf.model.predict_proba(_vector(clf, features))[0]
     if output == "label":
         return clf.model.classes[int(np.argmax(proba))]
@@ -561,8 +626,10 @@ def predict_table(
     src = catalog.relation(catalog.PlpyDatabase(plpy), source)
     feat = _features_column(src, features_column)
     idc = src.column(id_column, "id")
-    cursor = plpy.cursor(
-        f"SELECT s.{idc.quoted}::pg_catalog.text AS id, {_features_expr(feat)} AS features "
+    d = int(clf.model.n_features)
+    cursor = plpy.cursor(  # an array of another length is refused from its cardinality, never converted
+        f"SELECT s.{idc.quoted}::pg_catalog.text AS id, pg_catalog.cardinality(s.{feat.quoted}) AS n, "
+        f"CASE WHEN pg_catalog.cardinality(s.{feat.quoted}) = {d} THEN {_features_expr(feat)} END AS features "
         f"FROM {src.quoted} AS s ORDER BY s.{idc.quoted}"
     )
     out: list[tuple[str | None, str | None, float | None]] = []
@@ -573,6 +640,13 @@ def predict_table(
             if not chunk:
                 break
             ids = [r["id"] for r in chunk]
+            wrong = [i for i, r in enumerate(chunk) if r["n"] is not None and r["n"] != d]
+            if wrong:
+                raise InvalidParameterError(
+                    f"features of {_name_rows(wrong, ids)} do not have the {d} values classifier {clf.name!r} expects",
+                    detail=f"id {ids[wrong[0]]} has {chunk[wrong[0]]['n']} (checked from the arrays' cardinality before conversion)",
+                    hint=_featurizer_hint(clf),
+                )
             present = [i for i, r in enumerate(chunk) if r["features"] is not None]
             rows = [chunk[i]["features"] for i in present]
             present_ids = [ids[i] for i in present]
@@ -616,7 +690,7 @@ def evaluate_table(
     src = catalog.relation(catalog.PlpyDatabase(plpy), source)
     feat = _features_column(src, features_column)
     _, label_expr = _label_column(src, label_column)
-    ids, labels, rows = _read_labelled(plpy, src, feat, label_expr)
+    ids, labels, rows = _read_labelled(plpy, src, feat, label_expr, (clf.model.n_features, clf.name))
     if not rows:
         raise InvalidParameterError(f"nothing to evaluate: {src.quoted} has no rows")
     nulls = [i for i, v in enumerate(labels) if v is None]

@@ -91,8 +91,9 @@ def featurize_image(
     """``imgfeat.featurize_image``: one image's feature vector (float32 [D]) or ``None`` for a NULL image.
 
     Parallel safe: the SQL wrapper (SECURITY DEFINER, the only caller) passes the model's
-    registry row, the configured pixel ceiling (``''``: none configured) and the session's
-    settings, so a cached model needs no SPI at all.
+    registry row, the configured pixel ceiling as ``'<key>:<pixels>'`` (key: when the backend
+    last loaded the configuration files, see :func:`imgfeat.db.state.remember_pixel_ceiling`;
+    pixels ``''``: none configured) and the session's settings, so a cached model needs no SPI.
     """
     if image is None:
         return None

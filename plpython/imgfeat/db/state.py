@@ -33,9 +33,15 @@ _SESSIONS = runtime.SessionCache(runtime.DEFAULT_CACHE_SIZE)
 _SPI: dict[str, Any] = {}
 """What needs SPI, made on first use: the registry's prepared statements, the settings query."""
 
-_PIXEL_CEILING: list[int] = []
+_PIXEL_CEILING: dict[str, int] = {}
 """The configured ``imgfeat.max_image_pixels`` once known (read from the configuration, or
-passed by the SQL wrapper in a process that cannot read it)."""
+passed by the SQL wrapper in a process that cannot read it), keyed by the time this process
+last loaded the configuration files (``pg_conf_load_time()`` as epoch seconds, text): at most
+one entry; a reload (``SELECT pg_reload_conf()``, e.g. after ``ALTER SYSTEM``) changes the key,
+so the ceiling is read again and a lowered one binds sessions already running."""
+
+_LOAD_TIME_SQL = "pg_catalog.\"extract\"('epoch', pg_catalog.pg_conf_load_time())::pg_catalog.text"
+"""The key of :data:`_PIXEL_CEILING` in SQL (the SQL wrappers compute the same expression)."""
 
 _SYNTHETIC_NOTICED: set[str] = set()
 """Models whose synthetic-weights NOTICE this session has seen."""
@@ -158,12 +164,27 @@ def interrupt_check(plpy: Any) -> Callable[[], None]:
     return check
 
 
+class _Stopped(BaseException):
+    """Raised inside an abandoned computation's thread to end it (see :func:`_stop`)."""
+
+
+def _stop(thread: threading.Thread) -> None:
+    """Ask ``thread`` to stop: :class:`_Stopped` is raised in it at its next Python bytecode
+    (``PyThreadState_SetAsyncExc``). Code that stays in C until it returns (scikit-learn's
+    ``saga`` epochs) runs on to its own limit; Python-level loops (SciPy's L-BFGS-B, the
+    ``lbfgs`` solver) end within an iteration."""
+
+    if thread.ident is not None and thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Stopped))
+
+
 def run_interruptibly(plpy: Any, work: Callable[[], T], what: str) -> T:
     """``work()``, run in a thread while this backend keeps answering cancels and terminations
     (:func:`interrupt_check` every :data:`POLL_SECONDS`): library code such as scikit-learn's
-    solvers never returns to PostgreSQL until it is done. A cancelled ``work`` cannot be
-    stopped; it runs on, bounded by its own limits, and the next call waits for nothing: it
-    refuses to start while one is still running.
+    solvers never returns to PostgreSQL until it is done. A cancelled ``work`` is asked to stop
+    (:func:`_stop`: Python-level loops end within an iteration); what cannot be stopped runs
+    on, bounded by its own limits, and the next call waits for nothing: it refuses to start
+    while one is still running.
 
     Raises:
         ImgfeatError: an earlier cancelled ``what`` of this session is still running.
@@ -194,6 +215,7 @@ def run_interruptibly(plpy: Any, work: Callable[[], T], what: str) -> T:
             if thread.is_alive():
                 check()
     except BaseException:
+        _stop(thread)
         _ABANDONED.append(thread)
         raise
     if "error" in outcome:
@@ -205,23 +227,39 @@ def run_interruptibly(plpy: Any, work: Callable[[], T], what: str) -> T:
 
 
 def remember_pixel_ceiling(configured: str | None) -> int:
-    """Keep the configured pixel ceiling passed by an SQL wrapper (``''``: none configured); the
-    first one a process is given stands."""
-    if not _PIXEL_CEILING:
-        _PIXEL_CEILING.append(settings.pixel_ceiling(configured))
-    return _PIXEL_CEILING[0]
+    """Keep the configured pixel ceiling passed by an SQL wrapper, as ``'<key>:<setting>'``
+    (key: :data:`_LOAD_TIME_SQL`; setting ``''``: none configured) and return it. The value of
+    a key stands until the key changes (a configuration reload); a value without a key (older
+    callers) is used for this call only."""
+    key, sep, value = (configured or "").partition(":")
+    if not sep:
+        return settings.pixel_ceiling(configured)
+    if key not in _PIXEL_CEILING:
+        ceiling = settings.pixel_ceiling(value)
+        _PIXEL_CEILING.clear()
+        _PIXEL_CEILING[key] = ceiling
+    return _PIXEL_CEILING[key]
 
 
 def cached_pixel_ceiling() -> str | None:
-    """The configured pixel ceiling this process knows, as text, or ``None`` (no SPI)."""
-    return str(_PIXEL_CEILING[0]) if _PIXEL_CEILING else None
+    """The configured pixel ceiling this process knows, as ``'<key>:<ceiling>'`` (the key: when
+    the configuration was loaded, :data:`_PIXEL_CEILING`), or ``None`` (no SPI). The SQL wrapper
+    uses it only when its key is the current ``pg_conf_load_time()``."""
+    for key, ceiling in _PIXEL_CEILING.items():
+        return f"{key}:{ceiling}"
+    return None
 
 
 def pixel_ceiling(plpy: Any) -> int:
-    """The configured pixel ceiling, read from the configuration files on first use (needs SPI)."""
-    if not _PIXEL_CEILING:
-        remember_pixel_ceiling(settings.config_settings(plpy).get("imgfeat.max_image_pixels"))
-    return _PIXEL_CEILING[0]
+    """The configured pixel ceiling, read from the configuration files on first use and after
+    every reload of them (needs SPI)."""
+    if "load_time" not in _SPI:
+        _SPI["load_time"] = plpy.prepare(f"SELECT {_LOAD_TIME_SQL} AS key")
+    key = plpy.execute(_SPI["load_time"])[0]["key"]
+    if key not in _PIXEL_CEILING:
+        configured = settings.config_settings(plpy).get("imgfeat.max_image_pixels")
+        remember_pixel_ceiling(f"{key}:{configured or ''}")
+    return _PIXEL_CEILING[key]
 
 
 def current_settings(plpy: Any) -> Settings:
