@@ -23,6 +23,14 @@ executors (the executor side is :mod:`imgfeat_loader.spark_job`):
 
 The executors connect to PostgreSQL themselves (to write, and for the psycopg reader), so
 the DSN must reach the server from every executor.
+
+The driver checks the source and the target (created if missing, else it must belong to the
+connecting role) and passes their OIDs to the executors, whose transactions read and write them
+through temporary views bound to those OIDs (:func:`imgfeat_loader.spark_job.pin_target`), so
+that no table put under their names later (by the owner of their schema) is used; so do the
+driver's own later queries. The limit: Spark's JDBC reader runs a query that names the source
+and the target, in Spark's own connections, where no view of ours exists; use the psycopg
+reader when another role owns the schema of either.
 """
 
 from __future__ import annotations
