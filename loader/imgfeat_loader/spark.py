@@ -50,7 +50,7 @@ from urllib.parse import quote, urlsplit
 import psycopg
 from psycopg import sql
 
-from imgfeat.core.errors import ImgfeatError, InvalidParameterError, ModelNotFoundError
+from imgfeat.core.errors import ImgfeatError, InsufficientPrivilegeError, InvalidParameterError, ModelNotFoundError
 from imgfeat.core.image import DEFAULT_MAX_PIXELS
 from imgfeat.core.model_info import ROW_COLUMNS, ModelInfo
 from imgfeat.db import catalog
@@ -396,6 +396,25 @@ def source_table(conn: psycopg.Connection[Any], table: str, id_column: str, imag
     return SourceTable(rel.oid, rel.quoted, id_col.quoted, img_col.quoted, id_col.base_type)
 
 
+def check_temporary(conn: psycopg.Connection[Any]) -> None:
+    """The driver and the executors read and write tables through temporary views (and the
+    writers batch through a temporary table): they need the TEMPORARY privilege on the database.
+
+    Raises:
+        InsufficientPrivilegeError: the connecting role may not create temporary tables.
+    """
+    ok = conn.execute(
+        "SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'TEMPORARY')"
+    ).fetchone()[0]  # type: ignore[index]
+    if not ok:
+        raise InsufficientPrivilegeError(
+            "imgfeat spark featurize needs the TEMPORARY privilege on this database to read a table or write a target",
+            detail="Its connections read and write the tables through temporary views bound to the tables checked "
+            "when the job started, so that no table put under their names later is used.",
+            hint="GRANT TEMPORARY ON DATABASE <db> TO <role>;",
+        )
+
+
 def target_relation(conn: psycopg.Connection[Any], target: str, id_type: str) -> catalog.Relation:
     """The features table ``target`` in the layout of ``CALL imgfeat.featurize``, created if
     missing, else checked (:func:`imgfeat.db.catalog.target_table`: it belongs to the connecting
@@ -553,6 +572,8 @@ def featurize_spark(
     master = spark.sparkContext.master
     with db.connect(dsn) as conn:
         info, model_bytes = fetch_model(conn, model_name)
+        if table is not None or target is not None:
+            check_temporary(conn)
         src = source_table(conn, table, id_column, image_column) if table is not None else None
         id_type = src.id_type if src is not None else "text"
         tgt = target_relation(conn, target, id_type) if target is not None else None

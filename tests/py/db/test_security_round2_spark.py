@@ -169,3 +169,22 @@ def test_a_source_swapped_before_the_psycopg_reader_is_not_read(
         assert _loot(bob) == [], "bob's view ran its function as alice inside her Spark job"
     finally:
         alice.execute("DROP TABLE IF EXISTS public.alice_r2_out")
+
+
+def test_a_role_without_the_temporary_privilege_is_told_what_is_missing(
+    conn: psycopg.Connection[Any], alice: psycopg.Connection[Any], bobs_schema: str, resnet18: str,  # noqa: F811
+) -> None:
+    """The Spark path's views (and the writers' batch table) are temporary: without TEMPORARY on
+    the database the driver stops before anything is created or started, saying so."""
+    from types import SimpleNamespace
+
+    session = SimpleNamespace(sparkContext=SimpleNamespace(master="local[1]", defaultParallelism=1))
+    database = conn.info.dbname
+    conn.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+    try:
+        with pytest.raises(InsufficientPrivilegeError, match="needs the TEMPORARY privilege"):
+            spark.featurize_spark(session, alice.info.dsn, resnet18, table="public.alice_r2_src",  # type: ignore[arg-type]
+                                  target="public.alice_r2_out", reader="psycopg")
+        assert alice.execute("SELECT to_regclass('public.alice_r2_out')").fetchone() == (None,)
+    finally:
+        conn.execute(f'GRANT TEMPORARY ON DATABASE "{database}" TO PUBLIC')
