@@ -59,6 +59,9 @@ class PsycopgDatabase:
     def quote_ident(self, name: str) -> str:
         return sql.Identifier(name).as_string(self.conn)
 
+    def execute(self, statement: str) -> None:
+        self.conn.execute(statement)  # type: ignore[arg-type]  # no parameters: sent as it is
+
     def create(self, ddl: str) -> bool:
         try:
             with self.conn.transaction():

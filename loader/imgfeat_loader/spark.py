@@ -23,6 +23,14 @@ executors (the executor side is :mod:`imgfeat_loader.spark_job`):
 
 The executors connect to PostgreSQL themselves (to write, and for the psycopg reader), so
 the DSN must reach the server from every executor.
+
+The driver checks the source and the target (created if missing, else it must belong to the
+connecting role) and passes their OIDs to the executors, whose transactions read and write them
+through temporary views bound to those OIDs (:func:`imgfeat_loader.spark_job.pin_target`), so
+that no table put under their names later (by the owner of their schema) is used; so do the
+driver's own later queries. The limit: Spark's JDBC reader runs a query that names the source
+and the target, in Spark's own connections, where no view of ours exists; use the psycopg
+reader when another role owns the schema of either.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from urllib.parse import quote, urlsplit
 import psycopg
 from psycopg import sql
 
-from imgfeat.core.errors import ImgfeatError, InvalidParameterError, ModelNotFoundError
+from imgfeat.core.errors import ImgfeatError, InsufficientPrivilegeError, InvalidParameterError, ModelNotFoundError
 from imgfeat.core.image import DEFAULT_MAX_PIXELS
 from imgfeat.core.model_info import ROW_COLUMNS, ModelInfo
 from imgfeat.db import catalog
@@ -51,11 +59,16 @@ from . import db
 from .spark_job import (
     Failure,
     JobSpec,
+    SOURCE_VIEW,
+    TARGET_VIEW,
     PartitionSummary,
     failure_error,
     id_order,
+    pin_source,
+    pin_target,
     read_table_range,
     sentences,
+    stop_error,
     verify_model_bytes,
     write_partition,
 )
@@ -383,19 +396,46 @@ def source_table(conn: psycopg.Connection[Any], table: str, id_column: str, imag
     return SourceTable(rel.oid, rel.quoted, id_col.quoted, img_col.quoted, id_col.base_type)
 
 
-def prepare_target(conn: psycopg.Connection[Any], target: str, id_type: str) -> str:
+def check_temporary(conn: psycopg.Connection[Any]) -> None:
+    """The driver and the executors read and write tables through temporary views (and the
+    writers batch through a temporary table): they need the TEMPORARY privilege on the database.
+
+    Raises:
+        InsufficientPrivilegeError: the connecting role may not create temporary tables.
+    """
+    ok = conn.execute(
+        "SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'TEMPORARY')"
+    ).fetchone()[0]  # type: ignore[index]
+    if not ok:
+        raise InsufficientPrivilegeError(
+            "imgfeat spark featurize needs the TEMPORARY privilege on this database to read a table or write a target",
+            detail="Its connections read and write the tables through temporary views bound to the tables checked "
+            "when the job started, so that no table put under their names later is used.",
+            hint="GRANT TEMPORARY ON DATABASE <db> TO <role>;",
+        )
+
+
+def target_relation(conn: psycopg.Connection[Any], target: str, id_type: str) -> catalog.Relation:
     """The features table ``target`` in the layout of ``CALL imgfeat.featurize``, created if
-    missing, else checked (:func:`imgfeat.db.catalog.target_table`); returns its quoted name.
+    missing, else checked (:func:`imgfeat.db.catalog.target_table`: it belongs to the connecting
+    role); its OID is what the executors write to (:func:`imgfeat_loader.spark_job.pin_target`).
 
     Raises:
         InvalidParameterError: an existing table without the columns or the unique index on
             (id, model_name), or not a table name.
+        InsufficientPrivilegeError: an existing table of another role, or with another role's
+            domain as its id type.
     """
     schema = conn.execute("SELECT pg_catalog.current_schema()").fetchone()[0]  # type: ignore[index]
     rel = catalog.target_table(db.PsycopgDatabase(conn), target, id_type, schema)
     if not conn.autocommit:
         conn.commit()
-    return rel.quoted
+    return rel
+
+
+def prepare_target(conn: psycopg.Connection[Any], target: str, id_type: str) -> str:
+    """:func:`target_relation`'s quoted name."""
+    return target_relation(conn, target, id_type).quoted
 
 
 def file_id(path: str) -> str:
@@ -532,28 +572,37 @@ def featurize_spark(
     master = spark.sparkContext.master
     with db.connect(dsn) as conn:
         info, model_bytes = fetch_model(conn, model_name)
+        if table is not None or target is not None:
+            check_temporary(conn)
         src = source_table(conn, table, id_column, image_column) if table is not None else None
         id_type = src.id_type if src is not None else "text"
-        quoted_target = prepare_target(conn, target, id_type) if target is not None else None
+        tgt = target_relation(conn, target, id_type) if target is not None else None
+        quoted_target = tgt.quoted if tgt is not None else None
         if target is not None or src is not None:  # the executors connect to the database
             check_executors_reach(master, conn.info.host, conn.info.hostaddr or None, jdbc_url)
         spec = JobSpec(
             model_name=model_name, info=info, batch_size=batch_size, on_error=on_error,
-            dsn=executor_dsn(conn), target=quoted_target, id_type=id_type,
-            source_oid=src.oid if src is not None and target is not None else None,
+            dsn=executor_dsn(conn), target=quoted_target, target_oid=tgt.oid if tgt is not None else None,
+            id_type=id_type, source_oid=src.oid if src is not None else None,
             max_pixels=max_pixels, intra_op_threads=intra_op_threads,
         )
         report = SparkReport(model_name, files if files is not None else src.quoted, quoted_target or parquet)  # type: ignore[union-attr,arg-type]
         if src is not None:
             chosen = _choose_reader(spark, reader, src)
             report.reader = chosen
-            todo = _todo_sql(conn, src, quoted_target, model_name)
-            count, lo, hi = conn.execute(f"SELECT count(*), min(s.{src.id_quoted}), max(s.{src.id_quoted}) {todo}").fetchone()  # type: ignore[misc]
-            n = partitions or max(1, min(_cores(spark) * PARTITIONS_PER_CORE, math.ceil(count / batch_size)))
+            todo = _todo_sql(conn, src.quoted, src, quoted_target, model_name)  # by name: Spark's JDBC reader
+            with conn.transaction():  # through views bound to the OIDs checked above, as the executors read
+                pin_source(conn, spec, src.quoted, src.id_quoted, src.image_quoted)
+                if tgt is not None:
+                    pin_target(conn, spec)
+                pinned = _todo_sql(conn, SOURCE_VIEW, src, TARGET_VIEW if tgt is not None else None, model_name)
+                count, lo, hi = conn.execute(f"SELECT count(*), min(s.{src.id_quoted}), max(s.{src.id_quoted}) {pinned}").fetchone()  # type: ignore[misc]
+                n = partitions or max(1, min(_cores(spark) * PARTITIONS_PER_CORE, math.ceil(count / batch_size)))
+                if count and chosen == "psycopg":
+                    bounds = _range_bounds(conn, src, pinned, n)
+                conn.execute(f"DROP VIEW IF EXISTS {TARGET_VIEW}, {SOURCE_VIEW}")
             if count == 0:
                 return report
-            if chosen == "psycopg":
-                bounds = _range_bounds(conn, src, todo, n)
         else:
             report.reader = "binaryFile"
         jdbc = jdbc_options(conn, jdbc_url) if src is not None and report.reader == "jdbc" else None
@@ -637,8 +686,11 @@ def _merge(report: SparkReport, summaries: list[PartitionSummary]) -> None:
     """Add the partitions' counts and CPU to the report; failures in id order; with a stopped
     partition, raise the failure with the smallest id."""
     stopped: list[Failure] = []
+    errors: list[Failure] = []
     trees: dict[str, list[float]] = {}
     for s in summaries:
+        if s.error is not None:
+            errors.append(s.error)
         report.featurized += s.featurized
         report.already_done += s.already_done
         report.failed += s.failed
@@ -648,6 +700,14 @@ def _merge(report: SparkReport, summaries: list[PartitionSummary]) -> None:
         (stopped if s.stopped else report.failures).extend(s.failures)
     _set_tree_cpu(report, trees)
     report.failures.sort(key=lambda f: id_order(f.id))
+    if errors:  # the target (or source) changed under the job: that is what the caller must know first
+        err = stop_error(errors[0])
+        err.detail = sentences(
+            err.detail,
+            f"{report.featurized} images were featurized and committed before the job stopped "
+            f"({len(errors)} partition{'s' if len(errors) != 1 else ''} stopped on it)",
+        )
+        raise err
     if stopped:
         first = min(stopped, key=lambda f: id_order(f.id))
         err = failure_error(first)
@@ -728,9 +788,10 @@ def _write_parquet(
     _set_tree_cpu(report, trees)
 
 
-def _todo_sql(conn: psycopg.Connection[Any], src: SourceTable, target: str | None, model_name: str) -> str:
-    """``FROM source s WHERE <id not null> [AND no features yet]``, with the model name as a literal."""
-    todo = f"FROM {src.quoted} s WHERE s.{src.id_quoted} IS NOT NULL"
+def _todo_sql(conn: psycopg.Connection[Any], source: str, src: SourceTable, target: str | None, model_name: str) -> str:
+    """``FROM source s WHERE <id not null> [AND no features yet]``, with the model name as a
+    literal; ``source`` and ``target`` are the tables' quoted names, or views bound to them."""
+    todo = f"FROM {source} s WHERE s.{src.id_quoted} IS NOT NULL"
     if target is not None:
         todo += (
             f" AND NOT EXISTS (SELECT 1 FROM {target} t WHERE t.id = s.{src.id_quoted} "

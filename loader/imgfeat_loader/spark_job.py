@@ -19,6 +19,15 @@ Per partition:
    then ``INSERT ... SELECT ... ON CONFLICT (id, model_name) DO NOTHING`` into the target
    (idempotent on id and model; a batch is committed whole or not at all).
 
+The target (and a table source read with psycopg) is never named in an executor's
+transaction: the driver checked it and resolved its OID, and every transaction that reads or
+writes it does so through a temporary view bound to that OID
+(:func:`imgfeat.db.catalog.pin_view`, as ``CALL imgfeat.featurize`` does in each batch): the
+owner of its schema cannot put a table of its own (whose triggers would run as the job's
+role) under its name between two batches, nor rename the schema. A target dropped, replaced
+or given to another role stops the partition with an error naming it (the batches committed
+before stay), which the driver raises after the job.
+
 Failed images: ``on_error='skip'`` records them (and, for a table source, in
 ``imgfeat.featurize_errors`` like the database does) and goes on; ``'raise'`` stops the
 partition at the first failing batch without writing it and reports the failure to the
@@ -38,7 +47,13 @@ from typing import Any
 
 import numpy as np
 
-from imgfeat.core.errors import ImageDecodeError, ImgfeatError, ModelError
+from imgfeat.core.errors import (
+    ConfigurationError,
+    ImageDecodeError,
+    ImgfeatError,
+    InsufficientPrivilegeError,
+    ModelError,
+)
 from imgfeat.core.image import DEFAULT_MAX_PIXELS
 from imgfeat.core.model_info import ModelInfo, check_model_bytes
 
@@ -61,10 +76,14 @@ class JobSpec:
         batch_size: images per onnxruntime run and per committed transaction (1..4096).
         on_error: ``raise`` or ``skip``.
         dsn: libpq connection string the executors write with (None: no database writes).
-        target: the target table, schema-qualified and quoted (None for Parquet output).
+        target: the target table, schema-qualified and quoted as the driver checked it (None
+            for Parquet output).
+        target_oid: the target's OID, checked by the driver (it belongs to the job's role):
+            the executors read and write the relation with this OID, whatever its name is then.
         id_type: the SQL type of the target's id column (``text`` for files), as
             ``format_type`` prints it.
-        source_oid: OID of the source table (failures go to imgfeat.featurize_errors), or None.
+        source_oid: OID of a source table, checked by the driver (read by this OID with
+            psycopg; failures go to imgfeat.featurize_errors), or None for files.
         max_pixels: images whose header declares more pixels fail (ImageTooLargeError).
         intra_op_threads: onnxruntime intra-op threads per task (match ``spark.task.cpus``).
     """
@@ -75,6 +94,7 @@ class JobSpec:
     on_error: str = "raise"
     dsn: str | None = None
     target: str | None = None
+    target_oid: int | None = None
     id_type: str = "text"
     source_oid: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -110,6 +130,10 @@ class PartitionSummary:
     failures: list[Failure] = field(default_factory=list)
     stopped: bool = False
     """True when ``on_error='raise'`` stopped the partition at a failing batch."""
+    error: Failure | None = None
+    """What stopped the partition when it was not an image: the target (or the source) was
+    dropped, replaced or changed owner (``error_class`` as :attr:`ImgfeatError.error_class`;
+    ``id`` None). The batches committed before stay."""
     seconds: float = 0.0
     """Wall time of the partition (reading, featurizing, writing)."""
     model_seconds: float = 0.0
@@ -222,15 +246,59 @@ def featurize_batch(
     return good_ids, features, failures
 
 
+PINNED_ERRORS = (ConfigurationError, InsufficientPrivilegeError)
+"""What :func:`imgfeat.db.catalog.pin_view` raises when a table changed since the driver checked it."""
+
+TARGET_VIEW = "pg_temp.imgfeat_spark_target"
+SOURCE_VIEW = "pg_temp.imgfeat_spark_source"
+
+
+def pin_target(conn: Any, spec: JobSpec) -> None:
+    """Bind :data:`TARGET_VIEW` to the target's OID for the rest of ``conn``'s transaction
+    (:func:`imgfeat.db.catalog.pin_view`; it must still belong to the connecting role).
+
+    Raises:
+        ConfigurationError: the target was dropped.
+        InsufficientPrivilegeError: its name leads to another table now, or it belongs to another role.
+    """
+    from imgfeat.db import catalog
+
+    from .db import PsycopgDatabase
+
+    assert spec.target is not None and spec.target_oid is not None
+    catalog.pin_view(PsycopgDatabase(conn), TARGET_VIEW, spec.target_oid, spec.target, "target",
+                     "s.id, s.model_name, s.features", owned=True, job="the Spark job",
+                     again="Run the Spark job again to go on")
+
+
+def pin_source(conn: Any, spec: JobSpec, source: str, id_column: str, image_column: str) -> None:
+    """Bind :data:`SOURCE_VIEW` (the quoted ``id_column`` and ``image_column``) to the source's
+    OID, checked as ``source``, for the rest of ``conn``'s transaction (:func:`imgfeat.db.catalog.pin_view`).
+
+    Raises:
+        ConfigurationError: the source was dropped.
+        InsufficientPrivilegeError: its name leads to another relation now.
+    """
+    from imgfeat.db import catalog
+
+    from .db import PsycopgDatabase
+
+    assert spec.source_oid is not None
+    catalog.pin_view(PsycopgDatabase(conn), SOURCE_VIEW, spec.source_oid, source, "source",
+                     f"s.{id_column}, s.{image_column}", owned=False, job="the Spark job",
+                     again="Run the Spark job again to go on")
+
+
 class _Writer:
-    """One connection per partition: done-id lookups, COPY + INSERT ... ON CONFLICT per batch."""
+    """One connection per partition: done-id lookups, COPY + INSERT ... ON CONFLICT per batch,
+    each transaction through :data:`TARGET_VIEW` (:func:`pin_target`), dropped before its commit."""
 
     TEMP = "imgfeat_spark_batch"
 
     def __init__(self, spec: JobSpec) -> None:
         import psycopg
 
-        assert spec.dsn is not None and spec.target is not None
+        assert spec.dsn is not None and spec.target is not None and spec.target_oid is not None
         self.spec = spec
         self.conn = psycopg.connect(spec.dsn, autocommit=False, application_name="imgfeat spark executor")
         self.conn.execute(
@@ -238,25 +306,38 @@ class _Writer:
         )
         self.conn.commit()
         self._done = (
-            f"SELECT t.id FROM {spec.target} t WHERE t.model_name = %s AND t.id = ANY (%s::{spec.id_type}[])"
+            f"SELECT t.id FROM {TARGET_VIEW} t WHERE t.model_name = %s AND t.id = ANY (%s::{spec.id_type}[])"
         )
         self._insert = (
-            f"INSERT INTO {spec.target} (id, model_name, features) SELECT b.id, %s, b.features "
+            f"INSERT INTO {TARGET_VIEW} (id, model_name, features) SELECT b.id, %s, b.features "
             f"FROM pg_temp.{self.TEMP} b ON CONFLICT (id, model_name) DO NOTHING"
         )
 
     def done(self, ids: list[Any]) -> set[Any]:
-        """The ids of ``ids`` that already have features for the model."""
-        rows = self.conn.execute(self._done, (self.spec.model_name, ids)).fetchall()
+        """The ids of ``ids`` that already have features for the model.
+
+        Raises:
+            ConfigurationError, InsufficientPrivilegeError: see :func:`pin_target`.
+        """
+        with self.conn.transaction():
+            pin_target(self.conn, self.spec)
+            rows = self.conn.execute(self._done, (self.spec.model_name, ids)).fetchall()
+            self.conn.execute(f"DROP VIEW {TARGET_VIEW}")
         self.conn.commit()
         return {r[0] for r in rows}
 
     def write(self, ids: list[Any], features: np.ndarray, failures: list[Failure]) -> int:
         """Insert the batch (and record/clear failures for a table source) in one transaction;
-        returns the rows inserted (fewer than ``len(ids)`` when a concurrent job got there first)."""
+        returns the rows inserted (fewer than ``len(ids)`` when a concurrent job got there first).
+
+        Raises:
+            ConfigurationError, InsufficientPrivilegeError: see :func:`pin_target` (nothing of
+                the batch is written).
+        """
         spec = self.spec
         inserted = 0
         with self.conn.transaction():
+            pin_target(self.conn, spec)
             if ids:
                 with self.conn.cursor() as cur:
                     with cur.copy(f"COPY pg_temp.{self.TEMP} (id, features) FROM STDIN") as copy:
@@ -267,20 +348,21 @@ class _Writer:
             if spec.source_oid is not None:
                 # imgfeat.featurize_errors is written by imgfeat's own functions, which check that
                 # the caller may run the job (read the source, write the target): one row per
-                # (source, target, model, id), as CALL imgfeat.featurize keeps it.
-                job = (spec.source_oid, spec.target, spec.model_name)
+                # (source, target, model, id), as CALL imgfeat.featurize keeps it. Both by OID.
+                job = (spec.source_oid, spec.target_oid, spec.model_name)
                 if ids:
                     self.conn.execute(
-                        "SELECT imgfeat_internal.clear_errors(%s::oid::regclass, %s::regclass, %s, %s::text[])",
+                        "SELECT imgfeat_internal.clear_errors(%s::oid::regclass, %s::oid::regclass, %s, %s::text[])",
                         (*job, [str(i) for i in ids]),
                     )
                 if failures:
                     self.conn.execute(
-                        "SELECT imgfeat_internal.record_errors(%s::oid::regclass, %s::regclass, %s, %s::text[], "
+                        "SELECT imgfeat_internal.record_errors(%s::oid::regclass, %s::oid::regclass, %s, %s::text[], "
                         "%s::text[], %s::text[])",
                         (*job, [str(f.id) for f in failures], [f.error_class for f in failures],
                          [f.message for f in failures]),
                     )
+            self.conn.execute(f"DROP VIEW {TARGET_VIEW}")
         self.conn.commit()
         return inserted
 
@@ -298,6 +380,10 @@ def write_partition(
     spec: JobSpec, model_bytes: Any, rows: Iterable[tuple[Any, bytes | None]]
 ) -> PartitionSummary:
     """Featurize ``rows`` (id, encoded image or None) into ``spec.target``; see the module docstring.
+
+    A target (or psycopg-read source) dropped, replaced or given to another role since the
+    driver checked it stops the partition: :attr:`PartitionSummary.error` says which and why
+    (the driver raises it); what was committed stays.
 
     Raises:
         ModelError: the bytes do not match the registered sha256, or the output width is wrong.
@@ -331,6 +417,8 @@ def write_partition(
             summary.featurized += len(good_ids)
             for f in failures:
                 summary.add_failure(f)
+    except PINNED_ERRORS as exc:
+        summary.error = Failure(None, exc.error_class, exc.message, exc.detail, exc.hint)
     finally:
         if writer is not None:
             writer.close()
@@ -365,14 +453,23 @@ def feature_rows(
             yield i, spec.model_name, vec
 
 
-def failure_error(f: Failure) -> ImgfeatError:
-    """The ImgfeatError (of the failure's class) that ``on_error='raise'`` raises for ``f``."""
+def error_type(error_class: str, default: type[ImgfeatError] = ImageDecodeError) -> type[ImgfeatError]:
+    """The ImgfeatError subclass whose :attr:`~ImgfeatError.error_class` is ``error_class``, else ``default``."""
     from imgfeat.core import errors
 
-    cls_name = "".join(part.capitalize() for part in f.error_class.split("_"))
-    cls = getattr(errors, cls_name, ImageDecodeError)
-    if not (isinstance(cls, type) and issubclass(cls, ImgfeatError)):
-        cls = ImageDecodeError
+    cls_name = "".join(part.capitalize() for part in error_class.split("_"))
+    cls = getattr(errors, cls_name, default)
+    return cls if isinstance(cls, type) and issubclass(cls, ImgfeatError) else default
+
+
+def stop_error(f: Failure) -> ImgfeatError:
+    """The ImgfeatError that stopped a partition (:attr:`PartitionSummary.error`), rebuilt on the driver."""
+    return error_type(f.error_class, ImgfeatError)(f.message, detail=f.detail, hint=f.hint)
+
+
+def failure_error(f: Failure) -> ImgfeatError:
+    """The ImgfeatError (of the failure's class) that ``on_error='raise'`` raises for ``f``."""
+    cls = error_type(f.error_class)
     return cls(
         f"image id={f.id} could not be featurized: {f.message}",
         detail=f.detail,
@@ -402,16 +499,23 @@ def id_order(value: Any) -> tuple[int, Any]:
 def read_table_range(
     spec: JobSpec, source: str, id_column: str, image_column: str, lower: Any, upper: Any
 ) -> Iterator[tuple[Any, bytes | None]]:
-    """Stream ``(id, image)`` of the rows of ``source`` with ``lower < id <= upper`` (None: unbounded),
-    in id order, through a server-side cursor; with a PostgreSQL target, only the rows that
-    have no features yet for the model.
+    """Stream ``(id, image)`` of the rows of the source table ``spec.source_oid`` with ``lower < id
+    <= upper`` (None: unbounded), in id order, through a server-side cursor; with a PostgreSQL
+    target, only the rows that have no features yet for the model.
 
-    ``source``, ``id_column`` and ``image_column`` are already quoted identifiers (the
-    driver quotes them); the bounds and the model name are passed as parameters.
+    ``source`` (the source's name when the driver checked it), ``id_column`` and
+    ``image_column`` are already quoted identifiers (the driver quotes them); the bounds and the
+    model name are passed as parameters. The read is one transaction, through temporary views
+    bound to the source's and the target's OIDs (:func:`imgfeat.db.catalog.pin_view`): no
+    relation put under their names since the driver checked them is read.
+
+    Raises:
+        ConfigurationError, InsufficientPrivilegeError: the source or the target was dropped or
+            replaced (or the target given to another role) since the driver checked it.
     """
     import psycopg
 
-    assert spec.dsn is not None
+    assert spec.dsn is not None and spec.source_oid is not None
     where = [f"s.{id_column} IS NOT NULL"]
     params: list[Any] = []
     if lower is not None:
@@ -421,16 +525,22 @@ def read_table_range(
         where.append(f"s.{id_column} <= %s")
         params.append(upper)
     if spec.target is not None:
-        where.append(f"NOT EXISTS (SELECT 1 FROM {spec.target} t WHERE t.id = s.{id_column} AND t.model_name = %s)")
+        where.append(f"NOT EXISTS (SELECT 1 FROM {TARGET_VIEW} t WHERE t.id = s.{id_column} AND t.model_name = %s)")
         params.append(spec.model_name)
     query = (
-        f"SELECT s.{id_column}, s.{image_column} FROM {source} s WHERE {' AND '.join(where)} ORDER BY s.{id_column}"
+        f"SELECT s.{id_column}, s.{image_column} FROM {SOURCE_VIEW} s WHERE {' AND '.join(where)} "
+        f"ORDER BY s.{id_column}"
     )
-    with (
-        psycopg.connect(spec.dsn, application_name="imgfeat spark reader") as conn,
-        conn.cursor(name="imgfeat_spark_read") as cur,
-    ):
-        cur.itersize = max(spec.batch_size, 16)
-        cur.execute(query, params)
-        for row in cur:
-            yield row[0], row[1]
+    with psycopg.connect(spec.dsn, application_name="imgfeat spark reader") as conn:
+        # One transaction (not autocommit): the views, their locks and the cursor last until its end.
+        pin_source(conn, spec, source, id_column, image_column)
+        if spec.target is not None:
+            pin_target(conn, spec)
+        with conn.cursor(name="imgfeat_spark_read") as cur:
+            cur.itersize = max(spec.batch_size, 16)
+            cur.execute(query, params)
+            for row in cur:
+                yield row[0], row[1]
+        # Nothing of the job stays in the catalog after its commit (a view would hold up a DROP of the
+        # tables until the session's end); an error or an early close rolls them back.
+        conn.execute(f"DROP VIEW IF EXISTS {TARGET_VIEW}, {SOURCE_VIEW}")

@@ -8,6 +8,10 @@ client such as the Spark driver (through psycopg): both hand it a :class:`Databa
 
 Queries here use ``$1``-style parameters, every one passed as text and cast in the SQL
 (``$1::pg_catalog.regclass``), so one text runs unchanged on both.
+
+A relation checked once is read and written by OID later, in other transactions, through a
+temporary view bound to it (:func:`pin_view`): ``CALL imgfeat.featurize`` in each batch
+transaction, the Spark executors in each of theirs.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..core.errors import InsufficientPrivilegeError, InvalidParameterError
+from ..core.errors import ConfigurationError, InsufficientPrivilegeError, InvalidParameterError
 
 
 class Database(Protocol):
@@ -26,6 +30,9 @@ class Database(Protocol):
 
     def quote_ident(self, name: str) -> str:
         """``name`` quoted as an SQL identifier where needed."""
+
+    def execute(self, statement: str) -> None:
+        """Run ``statement`` (no parameters, no result) in the current transaction."""
 
     def create(self, ddl: str) -> bool:
         """Run a ``CREATE`` statement; False if the object exists already (created concurrently)."""
@@ -50,6 +57,9 @@ class PlpyDatabase:
 
     def quote_ident(self, name: str) -> str:
         return str(self.plpy.quote_ident(name))
+
+    def execute(self, statement: str) -> None:
+        self.plpy.execute(statement)
 
     def create(self, ddl: str) -> bool:
         try:
@@ -320,3 +330,83 @@ def target_table(db: Database, target: str | None, id_type: str, default_schema:
             hint=f"CREATE UNIQUE INDEX ON {rel.quoted} (id, model_name);",
         )
     return rel
+
+
+PINNED_NAME = (
+    "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS quoted, "
+    "pg_catalog.pg_get_userbyid(c.relowner)::pg_catalog.text AS owner, "
+    "pg_catalog.pg_has_role(c.relowner, 'USAGE') AS mine "
+    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.oid = $1::pg_catalog.oid"
+)
+"""The name a relation has now, its owner, and whether the current role has its owner's rights."""
+
+VIEW_READS = (
+    "SELECT DISTINCT d.refobjid::pg_catalog.int8 AS oid FROM pg_catalog.pg_rewrite r "
+    "JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid "
+    "AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class "
+    "WHERE r.ev_class = $1::pg_catalog.regclass"
+)
+"""The relations a view's rule reads, besides the view itself (``pg_depend``)."""
+
+
+def pin_view(
+    db: Database, view: str, oid: int, quoted: str, what: str, columns: str, *, owned: bool,
+    job: str = "the featurize job", again: str = "Call imgfeat.featurize again to go on",
+) -> str:
+    """Bind the temporary view ``view`` (``pg_temp.name``) to the relation ``oid``, checked when
+    the job started as ``quoted``, for the rest of the current transaction; returns the name the
+    relation has now.
+
+    A name is looked up again whenever a statement is planned: between two transactions of a
+    job, the owner of a table's schema can drop it and put a table of its own under its name
+    (whose triggers, rules, policies or view functions would run with the job's rights), or
+    rename the schema and put another one under its name (which locks no table). So a job
+    never names the relation in a later transaction: it creates ``view`` as ``SELECT
+    <columns> FROM <the name the OID has now> s``, checks in ``pg_depend`` that the view reads
+    exactly that OID (a name taken over in between shows there), and, with ``owned``, that the
+    relation still belongs to the current role (or one whose rights it has). The view's
+    creation locks the relation until the transaction ends (no DROP, RENAME or OWNER TO
+    meanwhile); every query of the transaction reads and writes through the view. The view is
+    the caller's to drop before the commit (or it goes with the session).
+
+    ``what`` (``source``, ``target``) and ``job`` name the relation and the job in errors;
+    ``again`` is the hint of a dropped relation.
+
+    Raises:
+        ConfigurationError: the relation was dropped.
+        InsufficientPrivilegeError: its name leads to another relation now (nothing was read
+            through the view), or, with ``owned``, it belongs to another role now.
+    """
+
+    def dropped() -> ConfigurationError:
+        return ConfigurationError(
+            f"{what} table {quoted} was dropped while {job} ran",
+            detail="The batches committed before stay committed.",
+            hint=f"{again} (it starts on the table that has the name then).",
+        )
+
+    now = db.rows(PINNED_NAME, oid)
+    if not now:
+        raise dropped()
+    name = now[0]["quoted"]
+    db.execute(f"DROP VIEW IF EXISTS {view}")
+    db.execute(f"CREATE TEMPORARY VIEW {view} AS SELECT {columns} FROM {name} s")
+    reads = [int(r["oid"]) for r in db.rows(VIEW_READS, view)]
+    if reads != [oid]:  # the name changed hands since it was read: nothing was read through it
+        if not db.rows(PINNED_NAME, oid):
+            raise dropped()
+        raise InsufficientPrivilegeError(
+            f"{what} table {quoted} was replaced while {job} ran: {name} is no longer "
+            "the table checked when the job started",
+            detail="The batches committed before stay committed; nothing was written to the new table.",
+        )
+    if owned:
+        owner = db.rows(PINNED_NAME, oid)[0]  # locked now: stays so until the commit
+        if not owner["mine"]:
+            raise InsufficientPrivilegeError(
+                f"{what} table {name} now belongs to {owner['owner']}: imgfeat writes features only into "
+                "tables that belong to you",
+                detail="The batches committed before stay committed.",
+            )
+    return str(name)

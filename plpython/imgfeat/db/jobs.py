@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import (
-    ConfigurationError,
     ImageDecodeError,
     ImgfeatError,
     InsufficientPrivilegeError,
@@ -91,7 +90,8 @@ class Pinned:
     in each transaction it creates temporary views ``pg_temp.imgfeat_job_source`` (the id and
     image columns) and ``pg_temp.imgfeat_job_target`` (id, model_name, features) over the
     names the OIDs have now, checks that each view reads exactly its OID (``pg_depend``: a name
-    taken over in between shows there), and that the target still belongs to the caller; the
+    taken over in between shows there), and that the target still belongs to the caller
+    (:func:`imgfeat.db.catalog.pin_view`, which the Spark executors use too); the
     views' creation holds a lock on both relations (no DROP, RENAME or OWNER TO until the
     commit), and every query of the transaction reads and writes through them. They are dropped
     before each commit, so nothing of the job's stays behind in the catalog between batches (the
@@ -104,25 +104,11 @@ class Pinned:
 
     def __init__(self, plpy: Any, src: Relation, id_col: Column, img_col: Column) -> None:
         self.plpy = plpy
+        self.db = catalog.PlpyDatabase(plpy)
         self.src = src
         self.columns = f"s.{id_col.quoted}, s.{img_col.quoted}"
         self.tgt: Relation | None = None
         self.open = False
-        self._name = plpy.prepare(
-            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS quoted, "
-            "pg_catalog.pg_get_userbyid(c.relowner)::pg_catalog.text AS owner, "
-            "pg_catalog.pg_has_role(c.relowner, 'USAGE') AS mine "
-            "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.oid = $1::pg_catalog.oid",
-            ["int8"],
-        )
-        self._reads = plpy.prepare(  # the relations a view's rule reads, besides the view itself
-            "SELECT DISTINCT d.refobjid::pg_catalog.int8 AS oid FROM pg_catalog.pg_rewrite r "
-            "JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid "
-            "AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class "
-            "WHERE r.ev_class = $1::pg_catalog.regclass",
-            ["text"],
-        )
 
     def check_temp_privilege(self) -> None:
         """The views need the TEMPORARY privilege on the database.
@@ -157,38 +143,7 @@ class Pinned:
             self._view(self.TARGET, self.tgt, "target", "s.id, s.model_name, s.features")
 
     def _view(self, view: str, rel: Relation, what: str, columns: str) -> None:
-        plpy = self.plpy
-
-        def dropped() -> ConfigurationError:
-            return ConfigurationError(
-                f"{what} table {rel.quoted} was dropped while the featurize job ran",
-                detail="The batches committed before stay committed.",
-                hint="Call imgfeat.featurize again to go on (it starts on the table that has the name then).",
-            )
-
-        now = plpy.execute(self._name, [rel.oid])
-        if not now:
-            raise dropped()
-        quoted = now[0]["quoted"]
-        plpy.execute(f"DROP VIEW IF EXISTS {view}")
-        plpy.execute(f"CREATE TEMPORARY VIEW {view} AS SELECT {columns} FROM {quoted} s")
-        reads = [int(r["oid"]) for r in plpy.execute(self._reads, [view])]
-        if reads != [rel.oid]:  # the name changed hands since it was read: nothing was read through it
-            if not plpy.execute(self._name, [rel.oid]):
-                raise dropped()
-            raise InsufficientPrivilegeError(
-                f"{what} table {rel.quoted} was replaced while the featurize job ran: {quoted} is no longer "
-                "the table checked when the job started",
-                detail="The batches committed before stay committed; nothing was written to the new table.",
-            )
-        if what == "target":
-            owner = plpy.execute(self._name, [rel.oid])[0]  # locked now: stays so until the commit
-            if not owner["mine"]:
-                raise InsufficientPrivilegeError(
-                    f"target table {quoted} now belongs to {owner['owner']}: imgfeat writes features only into "
-                    "tables that belong to you",
-                    detail="The batches committed before stay committed.",
-                )
+        catalog.pin_view(self.db, view, rel.oid, rel.quoted, what, columns, owned=what == "target")
 
     def close(self) -> None:
         """Drop this transaction's views (before its commit)."""
