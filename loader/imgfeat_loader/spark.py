@@ -592,6 +592,9 @@ def featurize_spark(
             report.reader = chosen
             todo = _todo_sql(conn, src.quoted, src, quoted_target, model_name)  # by name: Spark's JDBC reader
             with conn.transaction():  # through views bound to the OIDs checked above, as the executors read
+                # names were resolved above in the caller's search_path; from here on nothing is looked
+                # up there (no other role's operator for the id comparisons; see pin_search_path)
+                conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)")
                 pin_source(conn, spec, src.quoted, src.id_quoted, src.image_quoted)
                 if tgt is not None:
                     pin_target(conn, spec)

@@ -289,6 +289,17 @@ def pin_source(conn: Any, spec: JobSpec, source: str, id_column: str, image_colu
                      again="Run the Spark job again to go on")
 
 
+def pin_search_path(conn: Any) -> None:
+    """Set ``conn``'s search_path to ``pg_catalog, pg_temp`` for the rest of its session, as the
+    in-database procedures pin theirs: every table an executor touches is named by the pinned
+    views or schema-qualified, so no operator, function or type another role put in a schema on
+    the caller's path (``public``) can be picked for an executor's ``=``, ``>`` or cast and run
+    with the caller's rights. Commits if ``conn`` is not in autocommit mode."""
+    conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)")
+    if not conn.autocommit:
+        conn.commit()
+
+
 class _Writer:
     """One connection per partition: done-id lookups, COPY + INSERT ... ON CONFLICT per batch,
     each transaction through :data:`TARGET_VIEW` (:func:`pin_target`), dropped before its commit."""
@@ -301,6 +312,7 @@ class _Writer:
         assert spec.dsn is not None and spec.target is not None and spec.target_oid is not None
         self.spec = spec
         self.conn = psycopg.connect(spec.dsn, autocommit=False, application_name="imgfeat spark executor")
+        pin_search_path(self.conn)
         self.conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {self.TEMP} (id {spec.id_type}, features real[]) ON COMMIT DELETE ROWS"
         )
@@ -532,6 +544,7 @@ def read_table_range(
         f"ORDER BY s.{id_column}"
     )
     with psycopg.connect(spec.dsn, application_name="imgfeat spark reader") as conn:
+        pin_search_path(conn)
         # One transaction (not autocommit): the views, their locks and the cursor last until its end.
         pin_source(conn, spec, source, id_column, image_column)
         if spec.target is not None:

@@ -134,15 +134,16 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF who IS NULL OR NOT pg_catalog.has_table_privilege(who, source, 'SELECT')
-       OR NOT pg_catalog.has_table_privilege(who, target, 'INSERT') THEN
+    -- IS NOT TRUE: a NULL role, source or target makes a privilege test NULL, never a pass
+    IF pg_catalog.has_table_privilege(who, source, 'SELECT') IS NOT TRUE
+       OR pg_catalog.has_table_privilege(who, target, 'INSERT') IS NOT TRUE THEN
         RAISE EXCEPTION 'imgfeat: % may not run a featurize job from % into %', who, source, target
             USING ERRCODE = '42501', HINT = 'A job needs SELECT on its source and INSERT on its target.';
     END IF;
 END
 $$;
 COMMENT ON FUNCTION imgfeat_internal.check_job_rights(name, regclass, regclass) IS
-'Internal. Raises SQLSTATE 42501 (insufficient_privilege) unless the role who (the proven caller, imgfeat_internal.caller()) may read source and insert into target.';
+'Internal. Raises SQLSTATE 42501 (insufficient_privilege) unless the role who (the proven caller, imgfeat_internal.caller()) may read source and insert into target; a NULL role, source or target never passes.';
 
 CREATE FUNCTION imgfeat_internal.job_lock_key(source regclass, target regclass, model_name text) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
