@@ -3,6 +3,8 @@ imgfeat.models, and the weights origin recorded for weight files (``custom`` unl
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,7 @@ def test_cli_weights_origin_is_custom_unless_told(tmp_path: Path, dsn: str, caps
     out = capsys.readouterr().out
     assert "registered w_default: resnet18, 512 pooled features, custom weights" in out
     assert "registered w_vouched: resnet18, 2048 spatial features, imagenet weights" in out
-    assert main(["--dsn", dsn, "models", "list"]) == 0
-    listing = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("w_")]
-    assert [(r[0], r[3], r[4], r[6]) for r in listing] == [
-        ("w_default", "512", "pooled", "custom"), ("w_vouched", "2048", "spatial", "imagenet")]
+    assert main(["--dsn", dsn, "models", "list", "--json"]) == 0
+    listing = [r for r in json.loads(capsys.readouterr().out) if r["name"].startswith("w_")]
+    assert [(r["name"], r["feature_dim"], r["feature_layer"], r["weights_origin"]) for r in listing] == [
+        ("w_default", 512, "pooled", "custom"), ("w_vouched", 2048, "spatial", "imagenet")]
